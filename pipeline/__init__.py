@@ -1,0 +1,1 @@
+"""Streaming ingestion of e-commerce event CSV files into MySQL with an exactly-once effect."""

@@ -1,0 +1,85 @@
+"""Draw latency, throughput and rejected rows over time from the batch ledger, as a PNG.
+
+Usage:
+    python -m pipeline.chart [--output pipeline.png] [--hours 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import mysql.connector  # noqa: E402
+
+from pipeline.config import ConfigError, load_settings  # noqa: E402
+from pipeline.setup_db import connect  # noqa: E402
+
+
+def fetch_batches(cursor, hours: float) -> list[tuple]:
+    """(committed_at, latency_s, rows_read, rows_rejected) per batch, oldest first."""
+    cursor.execute(
+        "SELECT committed_at, TIMESTAMPDIFF(MICROSECOND, newest_file_at, committed_at) / 1e6,"
+        " rows_read, rows_rejected FROM ingest_batches"
+        " WHERE committed_at >= UTC_TIMESTAMP(6) - INTERVAL %s SECOND ORDER BY committed_at",
+        (int(hours * 3600),))
+    return cursor.fetchall()
+
+
+def draw(batches: list[tuple], output: Path) -> None:
+    """Three stacked panels sharing the time axis."""
+    times = [b[0] for b in batches]
+    fig, (latency, rate, rejected) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
+    fig.suptitle("events pipeline: one point per committed micro-batch (UTC)")
+    latency.plot(times, [float(b[1] or 0) for b in batches], ".-", color="tab:blue")
+    latency.set_ylabel("latency (s)\nnewest file → commit")
+    # Rows per second between consecutive commits.
+    rates = [0.0] + [int(b[2]) / max((b[0] - a[0]).total_seconds(), 1e-3)
+                     for a, b in zip(batches, batches[1:])]
+    rate.plot(times, rates, ".-", color="tab:green")
+    rate.set_ylabel("throughput\n(rows read / s)")
+    rejected.bar(times, [int(b[3]) for b in batches], width=0.0002, color="tab:red")
+    rejected.set_ylabel("rejected rows\nper batch")
+    rejected.set_ylim(bottom=0)
+    rejected.set_xlabel("commit time")
+    for axis in (latency, rate, rejected):
+        axis.grid(alpha=0.3)
+    if not batches:
+        latency.text(0.5, 0.5, "no batches committed in this window", ha="center",
+                     transform=latency.transAxes)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", type=Path, default=Path("pipeline.png"))
+    parser.add_argument("--hours", type=float, default=24.0, help="how far back (default 24)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        conn = connect(settings.mysql, settings.mysql.user, settings.mysql.password,
+                       settings.mysql.database)
+        try:
+            batches = fetch_batches(conn.cursor(), args.hours)
+        finally:
+            conn.close()
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    except mysql.connector.Error as e:
+        print(f"cannot read the pipeline tables: {e.msg}", file=sys.stderr)
+        return 2
+    draw(batches, args.output)
+    print(f"wrote {args.output} ({len(batches)} batches)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Which files make up a micro-batch, read from Spark's own checkpoint logs.
+
+The batch DataFrame has no rows for an empty file, and `DataFrame.inputFiles()` is empty
+inside foreachBatch, yet every file must be accounted for (and recognised after a checkpoint
+is lost). The file source records each batch's files in `<checkpoint>/sources/0/<n>`;
+`<checkpoint>/offsets/<batch>` names the log entry `n` of the batch. The files are read
+through Hadoop's FileSystem so any checkpoint URI (file://, hdfs://, s3a://) works.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from urllib.parse import unquote
+
+from pyspark.sql import SparkSession
+
+COMPACT_SUFFIX = ".compact"
+
+
+def canonical_path(path: str) -> str:
+    """One spelling per file: Spark writes 'file:///a%20b' in its log, 'file:/a%20b' in rows."""
+    path = unquote(path)
+    return "file:/" + path[len("file:///"):] if path.startswith("file:///") else path
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One input file of a batch, as Spark listed it."""
+
+    path: str
+    modified_at: datetime
+
+
+class CheckpointLog:
+    """Reads a streaming query's offset and file-source logs."""
+
+    def __init__(self, spark: SparkSession, checkpoint: str):
+        self._jvm = spark._jvm
+        self._root = self._jvm.org.apache.hadoop.fs.Path(checkpoint)
+        self._fs = self._root.getFileSystem(spark._jsc.hadoopConfiguration())
+
+    def _read(self, relative: str) -> str | None:
+        path = self._jvm.org.apache.hadoop.fs.Path(self._root, relative)
+        if not self._fs.exists(path):
+            return None
+        stream = self._fs.open(path)
+        try:
+            return self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+        finally:
+            stream.close()
+
+    def _log_offset(self, batch_id: int) -> int:
+        text = self._read(f"offsets/{batch_id}")
+        if text is None:
+            raise FileNotFoundError(f"checkpoint has no offsets/{batch_id}")
+        # Line 1 is the format version, line 2 batch metadata, then one offset per source.
+        return int(json.loads(text.splitlines()[2])["logOffset"])
+
+    def _entries(self, log_offset: int) -> list[dict]:
+        text = self._read(f"sources/0/{log_offset}")
+        if text is None:
+            # Every tenth entry is compacted into `<n>.compact` holding all entries so far.
+            text = self._read(f"sources/0/{log_offset}{COMPACT_SUFFIX}")
+        if text is None:
+            text = self._latest_compact_after(log_offset)
+        entries = [json.loads(line) for line in text.splitlines()[1:] if line.strip()]
+        return [e for e in entries if int(e["batchId"]) == log_offset]
+
+    def _latest_compact_after(self, log_offset: int) -> str:
+        status = self._fs.listStatus(self._jvm.org.apache.hadoop.fs.Path(self._root, "sources/0"))
+        compacts = sorted(
+            int(name[: -len(COMPACT_SUFFIX)])
+            for name in (s.getPath().getName() for s in status)
+            if name.endswith(COMPACT_SUFFIX)
+        )
+        later = [n for n in compacts if n >= log_offset]
+        if not later:
+            raise FileNotFoundError(f"checkpoint file-source log has no entry {log_offset}")
+        return self._read(f"sources/0/{later[0]}{COMPACT_SUFFIX}") or ""
+
+    def exists(self, path: str) -> bool:
+        """Whether a source file is still there (any Hadoop file system)."""
+        hadoop_path = self._jvm.org.apache.hadoop.fs.Path(path)
+        return hadoop_path.getFileSystem(self._fs.getConf()).exists(hadoop_path)
+
+    def files_of_batch(self, batch_id: int) -> list[SourceFile]:
+        """The files of micro-batch `batch_id`, empty files included, in listing order."""
+        end = self._log_offset(batch_id)
+        start = self._log_offset(batch_id - 1) if batch_id > 0 else -1
+        files = []
+        for log_offset in range(start + 1, end + 1):
+            for entry in self._entries(log_offset):
+                modified = datetime.fromtimestamp(entry["timestamp"] / 1000, tz=timezone.utc)
+                files.append(SourceFile(path=canonical_path(entry["path"]), modified_at=modified))
+        return files

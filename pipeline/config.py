@@ -1,0 +1,226 @@
+"""Typed settings from the environment and `.env`, validated once at start.
+
+Precedence: command-line flags > real environment > `.env` file > defaults. Every problem is
+collected and reported together, so a user fixes a bad configuration in one go.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from pipeline.schema import DEFAULT_EVENT_TYPES
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SSL_MODES = ("DISABLED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+DEFAULT_DRIVER_CLASS = "org.mariadb.jdbc.Driver"
+# Where the set-up step puts Debian's MariaDB Connector/J; also found in place if installed.
+SYSTEM_DRIVER_JAR = Path("/usr/share/java/mariadb-java-client.jar")
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message says which and what to do."""
+
+
+def is_local_host(host: str) -> bool:
+    """True for loopback names and addresses, where plain text never leaves the machine."""
+    return host in LOCAL_HOSTS or host.startswith("127.")
+
+
+@dataclass(frozen=True)
+class MySQLSettings:
+    """How to reach the database. The password is kept out of repr and str."""
+
+    host: str
+    port: int
+    database: str
+    user: str
+    password: str = field(repr=False)
+    ssl_mode: str
+    ssl_ca: Path | None
+    connect_timeout_s: int = 10
+    socket_timeout_s: int = 120
+
+    def __str__(self) -> str:
+        ca = f", ca={self.ssl_ca}" if self.ssl_ca else ""
+        return f"{self.user}@{self.host}:{self.port}/{self.database} (tls={self.ssl_mode}{ca})"
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Bounded exponential backoff for transient database failures."""
+
+    max_attempts: int = 8
+    backoff_s: float = 1.0
+    backoff_max_s: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        return min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the streaming job needs, resolved and checked."""
+
+    mysql: MySQLSettings
+    driver_jar: Path
+    driver_class: str
+    jdbc_extra_options: str
+    event_types: tuple[str, ...]
+    source_time_zone: str
+    retry: RetrySettings
+    spark_master: str | None
+
+    def describe(self) -> list[str]:
+        """Effective configuration as printable lines, secrets masked."""
+        return [
+            f"database        {self.mysql}",
+            f"password        {'set (hidden)' if self.mysql.password else 'empty'}",
+            f"jdbc driver     {self.driver_class} from {self.driver_jar}",
+            f"event types     {', '.join(self.event_types)}",
+            f"source tz       {self.source_time_zone}",
+            f"retries         {self.retry.max_attempts} attempts, backoff "
+            f"{self.retry.backoff_s:g}s doubling to {self.retry.backoff_max_s:g}s",
+        ]
+
+
+def load_environment(env_file: Path | None = None) -> dict[str, str]:
+    """Merge `.env` (if present) under the real environment, which wins."""
+    path = env_file or Path(os.environ.get("PIPELINE_ENV_FILE", PROJECT_ROOT / ".env"))
+    values = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.exists() else {}
+    values.update(os.environ)
+    return values
+
+
+class _Reader:
+    """Reads typed values from a mapping and remembers every problem."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+        self.problems: list[str] = []
+
+    def text(self, name: str, default: str | None = None) -> str:
+        value = self.env.get(name, "").strip()
+        if value:
+            return value
+        if default is None:
+            self.problems.append(f"{name} is not set")
+            return ""
+        return default
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.problems.append(f"{name}={raw!r} is not a whole number")
+            return default
+        if not low <= value <= high:
+            self.problems.append(f"{name}={value} is outside {low}..{high}")
+        return value
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            self.problems.append(f"{name}={raw!r} is not a number")
+            return default
+        if not low <= value <= high:
+            self.problems.append(f"{name}={value:g} is outside {low:g}..{high:g}")
+        return value
+
+
+def _resolve_ssl(reader: _Reader, host: str) -> tuple[str, Path | None]:
+    local = is_local_host(host)
+    mode = reader.text("MYSQL_SSL_MODE", "DISABLED" if local else "VERIFY_IDENTITY").upper()
+    if mode not in SSL_MODES:
+        reader.problems.append(f"MYSQL_SSL_MODE={mode!r} must be one of {', '.join(SSL_MODES)}")
+        return mode, None
+    ca_raw = reader.env.get("MYSQL_SSL_CA", "").strip()
+    ca = Path(ca_raw).expanduser().resolve() if ca_raw else None
+    if mode in ("VERIFY_CA", "VERIFY_IDENTITY"):
+        if ca is None:
+            reader.problems.append(
+                f"MYSQL_SSL_MODE={mode} needs MYSQL_SSL_CA, the CA certificate (PEM) of the server"
+                " (Aiven: the service's ca.pem)"
+                + ("" if not local or "MYSQL_SSL_MODE" in reader.env else
+                   "; or set MYSQL_SSL_MODE=DISABLED for a local server")
+            )
+        elif not ca.is_file():
+            reader.problems.append(f"MYSQL_SSL_CA={ca} does not exist or is not a file")
+    return mode, ca
+
+
+def _resolve_driver_jar(reader: _Reader) -> Path:
+    configured = reader.env.get("JDBC_DRIVER_JAR", "").strip()
+    if configured:
+        jar = Path(configured).expanduser().resolve()
+        if not jar.is_file():
+            reader.problems.append(f"JDBC_DRIVER_JAR={jar} does not exist")
+        return jar
+    found = sorted(glob.glob(str(PROJECT_ROOT / "jars" / "*.jar")))
+    if found:
+        return Path(found[0])
+    if SYSTEM_DRIVER_JAR.is_file():
+        return SYSTEM_DRIVER_JAR
+    reader.problems.append(
+        "no JDBC driver jar found: run `bash scripts/setup.sh` (puts MariaDB Connector/J in jars/),"
+        " or put a driver jar in jars/ or set JDBC_DRIVER_JAR (and JDBC_DRIVER_CLASS)"
+    )
+    return PROJECT_ROOT / "jars" / "missing.jar"
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Build and validate the settings; raise ConfigError listing every problem."""
+    reader = _Reader(load_environment() if env is None else env)
+    host = reader.text("MYSQL_HOST", "127.0.0.1")
+    ssl_mode, ssl_ca = _resolve_ssl(reader, host)
+    mysql = MySQLSettings(
+        host=host,
+        port=reader.integer("MYSQL_PORT", 3306, 1, 65535),
+        database=reader.text("MYSQL_DATABASE"),
+        user=reader.text("MYSQL_USER"),
+        password=reader.env.get("MYSQL_PASSWORD", ""),
+        ssl_mode=ssl_mode,
+        ssl_ca=ssl_ca,
+        connect_timeout_s=reader.integer("MYSQL_CONNECT_TIMEOUT_SECONDS", 10, 1, 600),
+        socket_timeout_s=reader.integer("MYSQL_SOCKET_TIMEOUT_SECONDS", 120, 1, 3600),
+    )
+    if mysql.database and not mysql.database.replace("_", "").replace("$", "").isalnum():
+        reader.problems.append(f"MYSQL_DATABASE={mysql.database!r}: use letters, digits, _ and $")
+    event_types = tuple(
+        t.strip() for t in reader.text("EVENT_TYPES", ",".join(DEFAULT_EVENT_TYPES)).split(",")
+        if t.strip()
+    )
+    if any(len(t) > 32 for t in event_types):
+        reader.problems.append("EVENT_TYPES: each type must be at most 32 characters")
+    settings = Settings(
+        mysql=mysql,
+        driver_jar=_resolve_driver_jar(reader),
+        driver_class=reader.text("JDBC_DRIVER_CLASS", DEFAULT_DRIVER_CLASS),
+        jdbc_extra_options=reader.env.get("JDBC_URL_OPTIONS", "").strip().lstrip("?&"),
+        event_types=event_types,
+        source_time_zone=reader.text("EVENT_TIME_ZONE", "UTC"),
+        retry=RetrySettings(
+            max_attempts=reader.integer("MYSQL_RETRY_ATTEMPTS", 8, 1, 1000),
+            backoff_s=reader.number("MYSQL_RETRY_BACKOFF_SECONDS", 1.0, 0.0, 600.0),
+            backoff_max_s=reader.number("MYSQL_RETRY_BACKOFF_MAX_SECONDS", 30.0, 0.0, 3600.0),
+        ),
+        spark_master=reader.env.get("SPARK_MASTER", "").strip() or None,
+    )
+    if reader.problems:
+        raise ConfigError(
+            "configuration problems (environment or .env):\n  - " + "\n  - ".join(reader.problems)
+        )
+    return settings

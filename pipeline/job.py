@@ -1,0 +1,384 @@
+"""The streaming job: file source -> transforms -> MySQL sink, with a clean stop.
+
+Wiring only; parsing lives in `pipeline.transforms`, database work in `pipeline.sink`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
+
+from pipeline.checkpoint import CheckpointLog, canonical_path
+from pipeline.config import PROJECT_ROOT, Settings
+from pipeline.sink import BatchPayload, BatchResult, FilePayload, MySQLSink, SinkError
+from pipeline.transforms import raw_lines, to_payload_chunks
+from pipeline.validation import KIND_EVENT
+
+log = logging.getLogger(__name__)
+
+QUERY_NAME = "events_to_mysql"
+HEARTBEAT_FILE = "_pipeline_heartbeat.json"  # read by pipeline.status
+SOURCE_GLOB = "events_*.csv"
+LOG4J_CONFIG = PROJECT_ROOT / "config" / "log4j2.properties"
+
+
+class JobError(Exception):
+    """The job cannot start or run; the message says what to fix."""
+
+
+class StopRequested(Exception):
+    """Raised inside a batch that began after a stop was asked for: it is not committed."""
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What the command line decides."""
+
+    source: str
+    checkpoint: str
+    max_files_per_trigger: int = 1
+    once: bool = False
+    trigger_interval_s: float = 0.0
+    verbose: bool = False
+    prometheus: bool = False
+
+
+def _local_path(uri: str) -> Path | None:
+    """The local path of a plain path or file: URI; None for hdfs://, s3a:// and the like."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return Path(parsed.path if parsed.scheme else uri).expanduser().resolve()
+    return None
+
+
+def check_paths(options: JobOptions) -> JobOptions:
+    """Fail early and clearly on a missing source or an unwritable checkpoint (local paths)."""
+    source = _local_path(options.source)
+    if source is not None and not source.is_dir():
+        raise JobError(f"source folder {source} does not exist: start the generator"
+                       " (python data_generator.py) or create it")
+    checkpoint = _local_path(options.checkpoint)
+    if checkpoint is not None:
+        try:
+            checkpoint.mkdir(parents=True, exist_ok=True)
+            probe = checkpoint / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            raise JobError(f"checkpoint folder {checkpoint} is not writable: {e.strerror}") from None
+    # Spark wants absolute locations; keep URIs as given.
+    return JobOptions(
+        source=str(source) if source else options.source,
+        checkpoint=str(checkpoint) if checkpoint else options.checkpoint,
+        max_files_per_trigger=options.max_files_per_trigger,
+        once=options.once,
+        trigger_interval_s=options.trigger_interval_s,
+        verbose=options.verbose,
+        prometheus=options.prometheus,
+    )
+
+
+# Spark's Prometheus endpoints: executors on the UI at /metrics/executors/prometheus, driver
+# and streaming metrics at /metrics/prometheus.
+PROMETHEUS_CONF = {
+    "spark.ui.prometheus.enabled": "true",
+    "spark.sql.streaming.metricsEnabled": "true",
+    "spark.metrics.conf.*.sink.prometheusServlet.class":
+        "org.apache.spark.metrics.sink.PrometheusServlet",
+    "spark.metrics.conf.*.sink.prometheusServlet.path": "/metrics/prometheus",
+}
+
+
+def build_spark_session(settings: Settings, verbose: bool = False,
+                        prometheus: bool = False) -> SparkSession:
+    """The session: UTC, files never split (line numbers), few shuffle partitions.
+
+    Under `spark-submit` the master and deploy settings come from the command line; started
+    with plain `python`, the job runs on SPARK_MASTER or `local[*]`.
+    """
+    builder = SparkSession.builder.appName(QUERY_NAME)
+    # Python workers need this interpreter's packages (the venv's pyarrow), not python3's.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not launched by spark-submit
+        builder = (
+            builder.master(settings.spark_master or "local[*]")
+            .config("spark.jars", str(settings.driver_jar))
+            .config("spark.driver.extraJavaOptions",
+                    f"-Dlog4j.configurationFile=file:{LOG4J_CONFIG}")
+        )
+        for key, value in (PROMETHEUS_CONF.items() if prometheus else ()):
+            builder = builder.config(key, value)
+    spark = (
+        builder.config("spark.sql.session.timeZone", "UTC")
+        # One task reads a whole file in order, so line numbers are exact.
+        .config("spark.sql.files.minPartitionNum", "1")
+        .config("spark.sql.files.maxPartitionBytes", str(4 * 1024**3))
+        .config("spark.sql.shuffle.partitions", "4")
+        # A file deleted between listing and reading must not fail its batch forever.
+        .config("spark.sql.files.ignoreMissingFiles", "true")
+        .config("spark.ui.showConsoleProgress", "false")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("INFO" if verbose else "WARN")
+    ship_package(spark)
+    return spark
+
+
+def ship_package(spark: SparkSession) -> None:
+    """Make `pipeline` importable in Python workers, wherever they run (local or cluster)."""
+    package = Path(__file__).resolve().parent
+    archive = Path(tempfile.mkdtemp(prefix="pipeline-pyfiles-")) / "pipeline.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for source in sorted(package.glob("*.py")):
+            zf.write(source, f"pipeline/{source.name}")
+    spark.sparkContext.addPyFile(str(archive))
+
+
+def read_lines(spark: SparkSession, options: JobOptions) -> DataFrame:
+    """The file source: new `events_*.csv` files as raw lines with their file's path."""
+    return (
+        spark.readStream.format("text")
+        .option("pathGlobFilter", SOURCE_GLOB)
+        .option("maxFilesPerTrigger", options.max_files_per_trigger)
+        # Spark silently skips files over a week older than the newest one; we never do.
+        .option("maxFileAge", "3650d")
+        .load(options.source)
+        .select(F.col("_metadata.file_path").alias("source_file"), F.col("value"))
+    )
+
+
+class BatchWriter:
+    """The foreachBatch function: prepare the batch in Spark, commit it through the sink."""
+
+    def __init__(self, sink: MySQLSink, checkpoint: CheckpointLog, settings: Settings):
+        self._sink = sink
+        self._checkpoint = checkpoint
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._closing = False
+        self._query_id: str | None = None
+        self._query_id_ready = threading.Event()
+        self.last_error: str | None = None
+        self.batches = 0
+
+    def set_query_id(self, query_id: str) -> None:
+        self._query_id = query_id
+        self._query_id_ready.set()
+
+    def close_after_current_batch(self) -> None:
+        """Wait for a batch in flight to commit; later batches will not commit."""
+        with self._lock:
+            self._closing = True
+
+    def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
+        with self._lock:
+            if self._closing:
+                raise StopRequested(f"batch {batch_id} not started: stopping")
+            try:
+                self._write(batch_df, batch_id)
+            except SinkError as e:
+                self.last_error = str(e)
+                raise
+            except Exception as e:
+                # Not expected: keep the whole story for whoever fixes it.
+                log.exception("batch %d failed", batch_id)
+                self.last_error = f"batch {batch_id} failed: {e}"
+                raise
+
+    def _write(self, batch_df: DataFrame, batch_id: int) -> None:
+        started_at = datetime.now(timezone.utc)
+        t0 = time.monotonic()
+        if not self._query_id_ready.wait(timeout=120):
+            raise SinkError("the query id never became known; cannot key the batch ledger")
+        files = self._checkpoint.files_of_batch(batch_id)
+        payload = {f.path: FilePayload(f.path, f.modified_at) for f in files}
+        chunks = to_payload_chunks(raw_lines(batch_df), self._settings.event_types,
+                                   self._settings.source_time_zone).collect()
+        for row in sorted(chunks, key=lambda r: r.chunk):
+            # A file the log did not list is still accounted for, never dropped.
+            path = canonical_path(row.source_file)
+            target = payload.setdefault(path, FilePayload(path, None))
+            if row.kind == KIND_EVENT:
+                target.rows_valid += row.rows
+                target.event_chunks.append(row.payload)
+            else:
+                target.rows_rejected += row.rows
+                target.reject_chunks.append(row.payload)
+        for f in payload.values():
+            # No rows: an empty file, or one that vanished after Spark listed it (Spark skips
+            # it with ignoreMissingFiles rather than fail this batch on every restart).
+            if not f.rows_valid + f.rows_rejected and not self._checkpoint.exists(f.source_file):
+                f.missing = True
+                log.warning("batch %d: %s disappeared before it could be read; recorded as"
+                            " missing", batch_id, f.source_file)
+        prepare_ms = int((time.monotonic() - t0) * 1000)
+        batch = BatchPayload(self._query_id, batch_id, list(payload.values()), started_at,
+                             prepare_ms)
+        result = self._sink.commit_batch(batch)
+        self.batches += 1
+        log_batch(batch, result)
+
+
+def log_batch(batch: BatchPayload, result: BatchResult) -> None:
+    """One INFO line per batch with its figures."""
+    rows_read = sum(f.rows_valid + f.rows_rejected for f in batch.files)
+    rejected = sum(f.rows_rejected for f in batch.files)
+    if result.replayed:
+        log.info("batch %d: already committed before a restart (replay): nothing written",
+                 batch.batch_id)
+        return
+    newest = max((f.modified_at for f in batch.files if f.modified_at), default=None)
+    latency = (f", latency {(datetime.now(timezone.utc) - newest).total_seconds():.2f}s"
+               if newest else "")
+    skipped = f", {result.files_skipped} file(s) loaded earlier skipped" \
+        if result.files_skipped else ""
+    log.info("batch %d: %d file(s), %d rows read -> %d written, %d rejected, %d duplicate;"
+             " spark %d ms, db %d ms (%d attempt%s)%s%s", batch.batch_id, len(batch.files),
+             rows_read, result.rows_written, rejected, result.rows_duplicate, batch.prepare_ms,
+             result.db_ms, result.attempts, "" if result.attempts == 1 else "s", latency, skipped)
+
+
+class ProgressLogger(StreamingQueryListener):
+    """Spark's own figures per trigger (planning, WAL, our sink's share), at DEBUG level.
+
+    They cannot go into the ledger row: Spark knows them only after the sink has committed.
+    """
+
+    def onQueryStarted(self, event) -> None:
+        pass
+
+    def onQueryProgress(self, event) -> None:
+        progress = event.progress
+        durations = ", ".join(f"{k} {v}" for k, v in sorted(progress.durationMs.items()))
+        log.debug("spark progress batch %d: %d rows, %s ms", progress.batchId,
+                  progress.numInputRows, durations)
+
+    def onQueryIdle(self, event) -> None:
+        pass
+
+    def onQueryTerminated(self, event) -> None:
+        pass
+
+
+def start_query(lines: DataFrame, writer: BatchWriter, options: JobOptions) -> StreamingQuery:
+    """Start the streaming query with its checkpoint and trigger."""
+    stream = (
+        lines.writeStream.queryName(QUERY_NAME)
+        .option("checkpointLocation", options.checkpoint)
+        .foreachBatch(writer)
+    )
+    if options.once:
+        stream = stream.trigger(availableNow=True)
+    elif options.trigger_interval_s > 0:
+        stream = stream.trigger(processingTime=f"{options.trigger_interval_s} seconds")
+    if options.verbose:
+        lines.sparkSession.streams.addListener(ProgressLogger())
+    query = stream.start()
+    writer.set_query_id(str(query.id))
+    return query
+
+
+def run(settings: Settings, options: JobOptions) -> int:
+    """Run the job until the source is drained (--once) or a signal stops it. Exit code."""
+    options = check_paths(options)
+    spark = build_spark_session(settings, options.verbose, options.prometheus)
+    sink = MySQLSink(spark, settings)
+    try:
+        sink.connect()
+        sink.ensure_schema()
+        log.info("connected to %s:%d/%s%s", settings.mysql.host, settings.mysql.port,
+                 settings.mysql.database,
+                 f" over {sink.tls_version}" if sink.tls_version else " (no TLS)")
+        writer = BatchWriter(sink, CheckpointLog(spark, options.checkpoint), settings)
+        query = start_query(read_lines(spark, options), writer, options)
+        log.info("streaming %s/%s -> MySQL, checkpoint %s, query id %s, Spark UI %s",
+                 options.source, SOURCE_GLOB, options.checkpoint, query.id,
+                 spark.sparkContext.uiWebUrl or "off")
+        return _await(query, writer, options)
+    finally:
+        sink.close()
+        spark.stop()
+
+
+class IgnoredFileReporter:
+    """Says once per name which files in the source folder the job will never read."""
+
+    def __init__(self, options: JobOptions):
+        self._folder = _local_path(options.source)
+        self._seen: set[str] = set()
+
+    def report(self) -> None:
+        if self._folder is None or not self._folder.is_dir():
+            return
+        for path in self._folder.iterdir():
+            name = path.name
+            if (name in self._seen or name.startswith((".", "_")) or path.is_dir()
+                    or fnmatch.fnmatch(name, SOURCE_GLOB)):
+                continue
+            self._seen.add(name)
+            log.warning("ignoring %s: only files named %s are read", path, SOURCE_GLOB)
+
+
+def write_heartbeat(options: JobOptions, started_at: float) -> None:
+    """Tell `pipeline.status` the job is alive (local checkpoints only)."""
+    checkpoint = _local_path(options.checkpoint)
+    if checkpoint is None:
+        return
+    beat = {"pid": os.getpid(), "started_at": started_at, "updated_at": time.time(),
+            "source": options.source}
+    tmp = checkpoint / f".{HEARTBEAT_FILE}.tmp"
+    tmp.write_text(json.dumps(beat))
+    tmp.replace(checkpoint / HEARTBEAT_FILE)
+
+
+def _await(query: StreamingQuery, writer: BatchWriter, options: JobOptions) -> int:
+    stop = threading.Event()
+    started_at = last_beat = time.time()
+    write_heartbeat(options, started_at)
+    ignored = IgnoredFileReporter(options)
+    ignored.report()
+
+    def request_stop(signum, _frame):
+        log.info("%s received: stopping after the batch in flight",
+                 signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while query.isActive and not stop.is_set():
+            query.awaitTermination(0.5)
+            if time.time() - last_beat >= 5:
+                write_heartbeat(options, started_at)
+                ignored.report()
+                last_beat = time.time()
+        if stop.is_set():
+            writer.close_after_current_batch()
+            query.stop()
+            log.info("stopped cleanly after %d batch(es)", writer.batches)
+            return 0
+        exception = query.exception()
+        if exception is None:
+            log.info("source drained: %d batch(es) committed", writer.batches)
+            return 0
+        message = writer.last_error or str(exception).splitlines()[0]
+        log.error("stopped by an error: %s", message)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,498 @@
+"""The MySQL sink: the only code of the streaming job that talks to the database.
+
+One JDBC connection on the driver, kept open across micro-batches. Each batch is one
+transaction sent as one multi-statement script (one network round trip when it fits in a
+packet): the events upsert, the rejected rows, one `ingest_files` row per file and the
+`ingest_batches` ledger row, then COMMIT. A replayed batch (Spark re-runs a batch whose
+commit it did not record) collides with its own ledger or file rows, is rolled back and
+recognised; files loaded under an earlier checkpoint are skipped the same way.
+
+Row data travels as JSON inside a hex literal read by JSON_TABLE: nothing typed by a user is
+ever spliced into SQL text, whatever the server's sql_mode, and a whole batch needs no
+per-value calls between Python and the JVM.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from hashlib import sha256
+from pathlib import Path
+
+from py4j.java_gateway import is_instance_of
+from py4j.protocol import Py4JJavaError
+from pyspark.sql import SparkSession
+
+from pipeline.config import Settings
+from pipeline.jdbc import TRUSTSTORE_PASSWORD, DriverInfo, build_url
+from pipeline.sqlfiles import SCHEMA_FILE, read_statements
+
+log = logging.getLogger(__name__)
+
+TABLES = ("events", "events_rejected", "ingest_batches", "ingest_files")
+DUPLICATE_KEY = 1062
+# SQLSTATE classes and MySQL error codes worth another attempt after a pause.
+_TRANSIENT_STATES = ("08", "40", "HYT")
+_TRANSIENT_CODES = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013}
+_TRANSIENT_CLASSES = ("SQLTransient", "SQLRecoverable", "SQLNonTransientConnection",
+                      "CommunicationsException", "SocketTimeout", "ConnectException")
+
+
+# Driver classes loaded from a jar, per JVM: py4j caches reflection by class name, so a second
+# class loader for the same jar would hand it methods of the wrong class.
+_LOADED_DRIVER_CLASSES: dict[tuple[int, str, str], object] = {}
+
+
+def _crash_point(name: str) -> None:
+    """Test hook: with PIPELINE_TEST_CRASH=<name>, kill -9 the job here now and then.
+
+    Lets the crash tests hit the two moments that matter: before the batch's transaction
+    reached the database, and after it committed but before Spark recorded the batch.
+    """
+    if os.environ.get("PIPELINE_TEST_CRASH") == name and \
+            random.random() < float(os.environ.get("PIPELINE_TEST_CRASH_RATE", "0.3")):
+        log.warning("PIPELINE_TEST_CRASH: killing the job %s", name.replace("_", " "))
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+class SinkError(Exception):
+    """The database cannot take the batch; the message says why and what to check."""
+
+
+class DatabaseUnreachable(SinkError):
+    """The server did not answer; worth retrying after a pause."""
+
+
+class _TransientError(Exception):
+    pass
+
+
+@dataclass
+class FilePayload:
+    """One source file of a batch: its rows as JSON arrays (text), ready for JSON_TABLE."""
+
+    source_file: str
+    modified_at: datetime | None
+    missing: bool = False
+    rows_valid: int = 0
+    rows_rejected: int = 0
+    event_chunks: list[str] = field(default_factory=list)
+    reject_chunks: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return sha256(self.source_file.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class BatchPayload:
+    """Everything one micro-batch writes."""
+
+    query_id: str
+    batch_id: int
+    files: list[FilePayload]
+    started_at: datetime
+    prepare_ms: int
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What the database now holds for a batch."""
+
+    replayed: bool
+    rows_written: int = 0
+    rows_duplicate: int = 0
+    files_skipped: int = 0
+    attempts: int = 1
+    db_ms: int = 0
+
+
+def _text(value: str) -> str:
+    """A SQL expression for any text, immune to quoting and sql_mode."""
+    return f"CONVERT(X'{value.encode('utf-8').hex()}' USING utf8mb4)"
+
+
+def _when(value: datetime | None) -> str:
+    if value is None:
+        return "NULL"
+    return "'" + value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f") + "'"
+
+
+_EVENTS_INSERT = """INSERT INTO events (event_id, user_id, product_id, event_type, price, event_time)
+SELECT j.e_id, j.u_id, j.p_id, j.e_type, j.price, j.e_time FROM JSON_TABLE({json}, '$[*]' COLUMNS (
+  e_id VARCHAR(64) PATH '$[0]', u_id VARCHAR(64) PATH '$[1]', p_id VARCHAR(64) PATH '$[2]',
+  e_type VARCHAR(32) PATH '$[3]', price VARCHAR(20) PATH '$[4]', e_time VARCHAR(32) PATH '$[5]')) AS j
+ON DUPLICATE KEY UPDATE event_id = events.event_id"""
+
+_REJECTS_INSERT = """INSERT INTO events_rejected
+  (source_file, line_number, reason, detail, raw_line, query_id, batch_id, rejected_at)
+SELECT {file}, j.line_no, j.reason, j.detail, j.raw_line, '{query_id}', {batch_id}, UTC_TIMESTAMP(6)
+FROM JSON_TABLE({json}, '$[*]' COLUMNS (line_no BIGINT PATH '$[0]', reason VARCHAR(32) PATH '$[1]',
+  detail VARCHAR(512) PATH '$[2]', raw_line TEXT PATH '$[3]')) AS j"""
+
+
+def batch_statements(batch: BatchPayload, attempts: int, skipped: int) -> list[str]:
+    """The batch's transaction as statements, COMMIT excluded.
+
+    Written and duplicate counts are computed by the server (ROW_COUNT() after each upsert,
+    with the connection reporting affected rather than found rows), so the script needs no
+    answer before it can go on.
+    """
+    qid, bid = batch.query_id, batch.batch_id
+    statements = ["SET @batch_written = 0, @batch_duplicate = 0, @batch_started = NOW(6)"]
+    for f in batch.files:
+        statements.append("SET @written = 0")
+        for chunk in f.event_chunks:
+            statements.append(_EVENTS_INSERT.format(json=_text(chunk)))
+            statements.append("SET @written = @written + ROW_COUNT()")
+        for chunk in f.reject_chunks:
+            statements.append(_REJECTS_INSERT.format(
+                file=_text(f.source_file), query_id=qid, batch_id=bid, json=_text(chunk)))
+        statements.append(
+            "INSERT INTO ingest_files (file_key, source_file, file_modified_at, query_id, batch_id,"
+            " rows_read, rows_written, rows_rejected, rows_duplicate, status, committed_at)"
+            f" VALUES ('{f.key}', {_text(f.source_file)}, {_when(f.modified_at)}, '{qid}', {bid},"
+            f" {f.rows_valid + f.rows_rejected}, @written, {f.rows_rejected},"
+            f" {f.rows_valid} - @written, '{'missing' if f.missing else 'loaded'}',"
+            " UTC_TIMESTAMP(6))")
+        statements.append(f"SET @batch_written = @batch_written + @written,"
+                          f" @batch_duplicate = @batch_duplicate + {f.rows_valid} - @written")
+    newest = max((f.modified_at for f in batch.files if f.modified_at), default=None)
+    statements.append(
+        "INSERT INTO ingest_batches (query_id, batch_id, file_count, files_skipped, rows_read,"
+        " rows_written, rows_rejected, rows_duplicate, newest_file_at, started_at, prepare_ms,"
+        " write_ms, attempts, committed_at, source_files) VALUES ("
+        f"'{qid}', {bid}, {len(batch.files)}, {skipped},"
+        f" {sum(f.rows_valid + f.rows_rejected for f in batch.files)}, @batch_written,"
+        f" {sum(f.rows_rejected for f in batch.files)}, @batch_duplicate, {_when(newest)},"
+        f" {_when(batch.started_at)}, {batch.prepare_ms},"
+        f" TIMESTAMPDIFF(MICROSECOND, @batch_started, NOW(6)) DIV 1000, {attempts},"
+        " UTC_TIMESTAMP(6),"
+        f" {_text(json.dumps([f.source_file for f in batch.files]))})")
+    return statements
+
+
+def _java_sql_error(exc: Py4JJavaError, gateway) -> tuple[str, int, str, str]:
+    """(SQLSTATE, vendor code, message, class name) of the first SQLException in the chain."""
+    current = exc.java_exception
+    while current is not None:
+        if is_instance_of(gateway, current, "java.sql.SQLException"):
+            return (current.getSQLState() or "", current.getErrorCode(),
+                    str(current.getMessage()), current.getClass().getName())
+        current = current.getCause()
+    top = exc.java_exception
+    return "", 0, str(top.getMessage()), top.getClass().getName()
+
+
+def _is_transient(state: str, code: int, class_name: str) -> bool:
+    return (state.startswith(_TRANSIENT_STATES) or code in _TRANSIENT_CODES
+            or any(name in class_name for name in _TRANSIENT_CLASSES))
+
+
+def explain_connect_failure(message: str, settings: Settings) -> SinkError:
+    """Turn a driver's connect error into advice (the driver never echoes the password)."""
+    m = settings.mysql
+    lowered = message.lower()
+    where = f"{m.host}:{m.port}"
+    if "access denied" in lowered:
+        hint = (f"check MYSQL_USER/MYSQL_PASSWORD and that {m.user} may use database "
+                f"{m.database}")
+        if m.ssl_mode == "DISABLED":
+            hint += "; a server that requires TLS also answers 'Access denied' to plain text:" \
+                    " set MYSQL_SSL_MODE"
+        return SinkError(f"database refused the login at {where}: {hint}")
+    if "unknown database" in lowered:
+        return SinkError(f"database {m.database!r} does not exist on {where}: create it"
+                         " (scripts/setup.sh or python -m pipeline.setup_db)")
+    if "pkix" in lowered or ("certificate" in lowered and "verif" not in lowered):
+        return SinkError(f"TLS: the certificate of {where} is not signed by"
+                         f" MYSQL_SSL_CA={m.ssl_ca} (wrong CA file?)")
+    if "hostname verification" in lowered or "doesn't correspond to certificate" in lowered:
+        return SinkError(f"TLS: the certificate of {where} does not name host {m.host!r};"
+                         " connect by the name in the certificate or use"
+                         " MYSQL_SSL_MODE=VERIFY_CA")
+    if "serversslcert" in lowered:
+        return SinkError(f"TLS: cannot read MYSQL_SSL_CA={m.ssl_ca}")
+    if any(s in lowered for s in ("connection refused", "could not connect", "timed out",
+                                  "socket fail", "connect timed out", "unknownhost")):
+        return DatabaseUnreachable(f"cannot reach the database at {where}: is it running and"
+                                   f" reachable? ({message.splitlines()[0]})")
+    return SinkError(f"cannot connect to the database at {where}: {message.splitlines()[0]}")
+
+
+class MySQLSink:
+    """Writes micro-batches transactionally through one JDBC connection on the driver."""
+
+    def __init__(self, spark: SparkSession, settings: Settings):
+        self._spark = spark
+        self._jvm = spark._jvm
+        self._gateway = spark.sparkContext._gateway
+        self._settings = settings
+        self._driver, self.driver_info = self._load_driver()
+        self._truststore_dir: tempfile.TemporaryDirectory | None = None
+        self._url = build_url(settings.mysql, self.driver_info, settings.jdbc_extra_options,
+                              self._mysql_truststore())
+        self._conn = None
+        self._packet_limit = 4 * 1024 * 1024
+        self.tls_version = ""
+
+    # -- connection ---------------------------------------------------------------------
+    def _load_driver(self):
+        """The driver class from the classpath (--jars, --packages) or else from the jar.
+
+        Loading it ourselves from JDBC_DRIVER_JAR means `spark-submit` without `--jars`
+        works too: only this driver-side connection uses JDBC, never the executors.
+        """
+        name, jar = self._settings.driver_class, self._settings.driver_jar
+        lang = self._jvm.java.lang
+        loader = lang.Thread.currentThread().getContextClassLoader()
+        try:
+            driver_class = lang.Class.forName(name, True, loader)
+        except Py4JJavaError:
+            if not jar.is_file():
+                raise SinkError(f"JDBC driver class {name} not found and JDBC driver jar {jar}"
+                                " does not exist: run scripts/setup.sh or set"
+                                " JDBC_DRIVER_JAR") from None
+            key = (id(self._gateway), str(jar), name)
+            if key not in _LOADED_DRIVER_CLASSES:
+                urls = self._gateway.new_array(self._jvm.java.net.URL, 1)
+                urls[0] = self._jvm.java.io.File(str(jar)).toURI().toURL()
+                jar_loader = self._jvm.java.net.URLClassLoader(urls, loader)
+                try:
+                    _LOADED_DRIVER_CLASSES[key] = lang.Class.forName(name, True, jar_loader)
+                except Py4JJavaError:
+                    raise SinkError(f"JDBC driver class {name} is not in {jar}: check"
+                                    " JDBC_DRIVER_CLASS and JDBC_DRIVER_JAR") from None
+            driver_class = _LOADED_DRIVER_CLASSES[key]
+        driver = driver_class.newInstance()
+        return driver, DriverInfo(name, driver.getMajorVersion())
+
+    def _mysql_truststore(self) -> str | None:
+        """MySQL Connector/J reads no PEM files: convert the CA bundle to a PKCS12 store."""
+        m = self._settings.mysql
+        if self.driver_info.family != "mysql" or m.ssl_mode not in ("VERIFY_CA",
+                                                                    "VERIFY_IDENTITY"):
+            return None
+        self._truststore_dir = tempfile.TemporaryDirectory(prefix="pipeline-ca-")
+        store = Path(self._truststore_dir.name) / "ca.p12"
+        pem = m.ssl_ca.read_text()
+        certs = [c + "-----END CERTIFICATE-----\n" for c in pem.split("-----END CERTIFICATE-----")
+                 if "BEGIN CERTIFICATE" in c]
+        keytool = Path(os.environ.get("JAVA_HOME", "/usr")) / "bin" / "keytool"
+        for i, cert in enumerate(certs):
+            cert_file = Path(self._truststore_dir.name) / f"ca{i}.pem"
+            cert_file.write_text(cert)
+            subprocess.run([str(keytool), "-importcert", "-noprompt", "-alias", f"ca{i}",
+                            "-file", str(cert_file), "-keystore", str(store), "-storetype",
+                            "PKCS12", "-storepass", TRUSTSTORE_PASSWORD],
+                           check=True, capture_output=True)
+        return f"file:{store}"
+
+    def connect(self) -> None:
+        """Open the connection, prove TLS is really on when asked for, set up the session."""
+        self.close()
+        props = self._jvm.java.util.Properties()
+        props.setProperty("user", self._settings.mysql.user)
+        props.setProperty("password", self._settings.mysql.password)
+        try:
+            conn = self._driver.connect(self._url, props)
+            if conn is None:
+                raise SinkError(f"driver {self.driver_info.class_name} does not accept the URL")
+            conn.setAutoCommit(False)
+            rows = self._query(conn, "SHOW SESSION STATUS LIKE 'Ssl_version'")
+            self.tls_version = rows[0][1] if rows else ""
+            packet = self._query(conn, "SELECT @@max_allowed_packet")[0][0]
+            self._execute(conn, "SET time_zone = '+00:00',"
+                                " sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'")
+            conn.commit()
+        except Py4JJavaError as e:
+            _, _, message, _ = _java_sql_error(e, self._gateway)
+            raise explain_connect_failure(message, self._settings) from None
+        if self._settings.mysql.ssl_mode != "DISABLED" and not self.tls_version:
+            conn.close()
+            raise SinkError(
+                f"MYSQL_SSL_MODE={self._settings.mysql.ssl_mode} but the session to "
+                f"{self._settings.mysql.host} is NOT encrypted (Ssl_version is empty): refusing"
+                " to send data in plain text; check the driver's TLS options")
+        # Leave room for the statement text around the JSON.
+        self._packet_limit = max(64 * 1024, int(packet) // 2)
+        self._conn = conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Py4JJavaError:
+                pass
+            self._conn = None
+
+    # -- schema -------------------------------------------------------------------------
+    def ensure_schema(self) -> None:
+        """Create missing tables from sql/001_schema.sql, or say who must."""
+        missing = self.missing_tables()
+        if not missing:
+            return
+        log.info("creating missing tables: %s", ", ".join(missing))
+        statements = read_statements(SCHEMA_FILE)
+        try:
+            for statement in statements:
+                self._execute(self._conn, statement)
+            self._conn.commit()
+        except Py4JJavaError as e:
+            _, _, message, _ = _java_sql_error(e, self._gateway)
+            raise SinkError(
+                f"tables {', '.join(missing)} are missing and user {self._settings.mysql.user}"
+                f" cannot create them ({message.splitlines()[0]}): run"
+                " `python -m pipeline.setup_db` with an admin account, or apply"
+                " sql/001_schema.sql") from None
+
+    def missing_tables(self) -> list[str]:
+        rows = self._query(self._conn, "SELECT table_name FROM information_schema.tables"
+                                       " WHERE table_schema = DATABASE()")
+        self._conn.rollback()
+        present = {str(r[0]).lower() for r in rows}
+        return [t for t in TABLES if t not in present]
+
+    # -- batches ------------------------------------------------------------------------
+    def commit_batch(self, batch: BatchPayload) -> BatchResult:
+        """Make the batch durable exactly once, retrying transient failures with backoff."""
+        retry = self._settings.retry
+        started = time.monotonic()
+        for attempt in range(1, retry.max_attempts + 1):
+            try:
+                if self._conn is None:
+                    self.connect()
+                result = self._commit_once(batch, attempt)
+                return BatchResult(**{**result.__dict__,
+                                      "db_ms": int((time.monotonic() - started) * 1000)})
+            except (_TransientError, DatabaseUnreachable) as e:
+                self.close()
+                if attempt == retry.max_attempts:
+                    raise SinkError(
+                        f"database unavailable, batch {batch.batch_id} not written after"
+                        f" {attempt} attempts: {e}. Nothing was lost: restart the job with the"
+                        " same checkpoint once the database is back") from None
+                delay = retry.delay(attempt)
+                log.warning("batch %d: database unavailable (attempt %d/%d): %s; retrying in"
+                            " %.1fs", batch.batch_id, attempt, retry.max_attempts, e, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _commit_once(self, batch: BatchPayload, attempt: int) -> BatchResult:
+        skipped = 0
+        while True:
+            statements = batch_statements(batch, attempt, skipped)
+            try:
+                _crash_point("before_commit")
+                counts = self._run_transaction(statements)
+                _crash_point("after_commit")
+                return BatchResult(replayed=False, rows_written=counts[0],
+                                   rows_duplicate=counts[1], files_skipped=skipped,
+                                   attempts=attempt)
+            except Py4JJavaError as e:
+                state, code, message, class_name = _java_sql_error(e, self._gateway)
+                self._rollback_quietly()
+                if code != DUPLICATE_KEY:
+                    if _is_transient(state, code, class_name):
+                        raise _TransientError(message.splitlines()[0]) from None
+                    raise SinkError(f"database rejected batch {batch.batch_id}: "
+                                    f"{message.splitlines()[0]}") from None
+            # A ledger or file row already exists: a replay, or files loaded before.
+            if self._batch_committed(batch):
+                return BatchResult(replayed=True, attempts=attempt)
+            done = self._files_already_loaded(batch)
+            if not done:
+                raise SinkError(f"batch {batch.batch_id}: duplicate key but no earlier batch"
+                                " or file explains it")
+            for f in batch.files:
+                if f.key in done:
+                    log.warning("batch %d: %s was already loaded by query %s batch %s;"
+                                " skipping it", batch.batch_id, f.source_file, *done[f.key])
+            skipped += len(done)
+            batch = BatchPayload(batch.query_id, batch.batch_id,
+                                 [f for f in batch.files if f.key not in done],
+                                 batch.started_at, batch.prepare_ms)
+
+    def _run_transaction(self, statements: list[str]) -> tuple[int, int]:
+        """Send the statements in as few packets as fit, commit, return (written, duplicate)."""
+        statements = [*statements, "COMMIT", "SELECT @batch_written, @batch_duplicate"]
+        scripts, current, size = [], [], 0
+        for statement in statements:
+            if current and size + len(statement) > self._packet_limit:
+                scripts.append(";\n".join(current))
+                current, size = [], 0
+            current.append(statement)
+            size += len(statement) + 2
+        scripts.append(";\n".join(current))
+        stmt = self._conn.createStatement()
+        try:
+            result: tuple[int, int] = (0, 0)
+            for script in scripts:
+                has_rows = stmt.execute(script)
+                while True:
+                    if has_rows:
+                        rs = stmt.getResultSet()
+                        if rs.next():
+                            result = (rs.getLong(1), rs.getLong(2))
+                        rs.close()
+                    elif stmt.getUpdateCount() == -1:
+                        break
+                    has_rows = stmt.getMoreResults()
+            return result
+        finally:
+            stmt.close()
+
+    def _batch_committed(self, batch: BatchPayload) -> bool:
+        rows = self._query(self._conn, "SELECT 1 FROM ingest_batches WHERE query_id ="
+                           f" '{batch.query_id}' AND batch_id = {batch.batch_id}")
+        self._conn.rollback()
+        return bool(rows)
+
+    def _files_already_loaded(self, batch: BatchPayload) -> dict[str, tuple[str, int]]:
+        keys = ", ".join(f"'{f.key}'" for f in batch.files) or "''"
+        rows = self._query(self._conn, "SELECT file_key, query_id, batch_id FROM ingest_files"
+                                       f" WHERE file_key IN ({keys})")
+        self._conn.rollback()
+        return {str(r[0]): (str(r[1]), int(r[2])) for r in rows}
+
+    def _rollback_quietly(self) -> None:
+        try:
+            self._conn.rollback()
+        except Py4JJavaError:
+            self.close()
+
+    # -- small JDBC helpers -------------------------------------------------------------
+    @staticmethod
+    def _execute(conn, sql: str) -> None:
+        stmt = conn.createStatement()
+        try:
+            stmt.execute(sql)
+        finally:
+            stmt.close()
+
+    @staticmethod
+    def _query(conn, sql: str) -> list[tuple]:
+        stmt = conn.createStatement()
+        try:
+            rs = stmt.executeQuery(sql)
+            width = rs.getMetaData().getColumnCount()
+            rows = []
+            while rs.next():
+                rows.append(tuple(rs.getString(i) for i in range(1, width + 1)))
+            return rows
+        finally:
+            stmt.close()
+
+
+def new_query_id_is_valid(query_id: str) -> str:
+    """Spark's query id, checked to be a UUID before it is written into SQL text."""
+    return str(uuid.UUID(query_id))

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Prepare this checkout on a fresh machine; safe to run again (it only does what is missing).
+#   bash scripts/setup.sh            Java, project venv (.venv) from requirements.txt, JDBC jar
+#   bash scripts/setup.sh --with-db  also: a local MariaDB running, .env, database/tables/user
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WITH_DB=0
+[ "${1:-}" = "--with-db" ] && WITH_DB=1
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+APT_UPDATED=0
+apt_install() {
+  local runner=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "[setup] please install: $*" >&2; exit 1; }
+    runner=(sudo)
+  fi
+  command -v apt-get >/dev/null || { echo "[setup] no apt-get here: please install $*" >&2; exit 1; }
+  if [ "$APT_UPDATED" = 0 ]; then "${runner[@]}" apt-get update -qq; APT_UPDATED=1; fi
+  say "installing $* (Debian packages)"
+  DEBIAN_FRONTEND=noninteractive "${runner[@]}" apt-get install -y -qq "$@" >/dev/null
+}
+
+# 1. Java 17 for Spark.
+command -v java >/dev/null || apt_install openjdk-17-jre-headless
+
+# 2. Project-local virtual environment, rebuilt only when requirements.txt changes.
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  python3 -m venv .venv
+fi
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+have=$(cat .venv/.requirements.sha256 2>/dev/null || true)
+if [ "$want" != "$have" ]; then
+  say "installing requirements.txt into .venv (pyspark is large: a few minutes the first time)"
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -r requirements.txt
+  echo "$want" > .venv/.requirements.sha256
+fi
+
+# 3. JDBC driver: MariaDB Connector/J from Debian into jars/ (a jar already there is kept).
+if ! ls jars/*.jar >/dev/null 2>&1; then
+  [ -f /usr/share/java/mariadb-java-client.jar ] || apt_install libmariadb-java
+  cp -L /usr/share/java/mariadb-java-client.jar jars/mariadb-java-client.jar
+  say "driver jar: jars/mariadb-java-client.jar"
+fi
+
+[ "$WITH_DB" = 1 ] || exit 0
+
+# 4. Configuration: a .env for the local demo with a fresh random password for the job's user.
+if [ ! -f .env ]; then
+  password=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(18))')
+  sed -e "s/^MYSQL_PASSWORD=$/MYSQL_PASSWORD=${password}/" .env.example > .env
+  chmod 600 .env
+  say "wrote .env (local MariaDB, user 'pipeline' with a random password)"
+fi
+
+# 5. A local database server (only when .env points at this machine and none answers).
+if ! .venv/bin/python -m pipeline.setup_db --ping 2>/dev/null; then
+  if .venv/bin/python -c 'from pipeline.config import load_settings, is_local_host as l; import sys; sys.exit(0 if l(load_settings().mysql.host) else 1)'; then
+    command -v mariadbd >/dev/null || apt_install mariadb-server
+    say "starting the local MariaDB server"
+    mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+    start-stop-daemon --start --oknodo --background --exec "$(command -v mariadbd)" >/dev/null
+  fi
+fi
+.venv/bin/python -m pipeline.setup_db --wait 60

@@ -1,0 +1,118 @@
+"""Break things for real: kill the job over and over, look for the password everywhere,
+try what the job's database user must not be able to do."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+
+import mysql.connector
+import pytest
+
+from conftest import (PYTHON, ROOT, events_in_db, expected_events, kill_group, run_job,
+                      start_job)
+
+
+def committed_batches(database) -> int:
+    return database.query("SELECT count(*) FROM ingest_batches")[0][0]
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_crash_loop_while_the_generator_writes(tmp_path, database):
+    source, checkpoint = tmp_path / "data", tmp_path / "ck"
+    generator = subprocess.Popen([PYTHON, str(ROOT / "data_generator.py"), "--output-dir",
+                                  str(source), "--interval", "0.5", "--seed", "11", "--quiet"],
+                                 stdout=subprocess.DEVNULL)
+    kills = {"random": 0, "before_commit": 0, "after_commit": 0}
+    try:
+        for round_number in range(12):
+            mode = ("random", "before_commit", "after_commit")[round_number % 3]
+            env = database.job_env()
+            if mode != "random":
+                env.update(PIPELINE_TEST_CRASH=mode, PIPELINE_TEST_CRASH_RATE="0.5")
+            before = committed_batches(database)
+            job = start_job(env, "--source", str(source), "--checkpoint", str(checkpoint),
+                            log_path=tmp_path / "job.log")
+            try:
+                if mode == "random":
+                    wait_for(lambda: committed_batches(database) > before, 180, "a batch")
+                    time.sleep(random.uniform(0, 2))
+                    kill_group(job, signal.SIGKILL)
+                else:
+                    job.wait(timeout=180)  # the job kills itself at the crash point
+                assert job.returncode == -signal.SIGKILL, job.returncode
+                kills[mode] += 1
+            finally:
+                kill_group(job)
+    finally:
+        generator.send_signal(signal.SIGTERM)
+        generator.wait(timeout=60)
+
+    done = run_job(database.job_env(), "--source", str(source), "--checkpoint", str(checkpoint),
+                   "--once", "--max-files-per-trigger", "50", timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    expected = expected_events(source)
+    ids = events_in_db(database)
+    files = len(list(source.glob("events_*.csv")))
+    assert len(ids) == len(set(ids)), "an event was written twice"
+    assert set(ids) == set(expected), (f"lost {len(set(expected) - set(ids))},"
+                                       f" extra {len(set(ids) - set(expected))}")
+    assert database.query("SELECT count(*) FROM ingest_files") == [(files,)]
+    replays = (tmp_path / "job.log").read_text().count("already committed before a restart")
+    print(f"crash loop: {sum(kills.values())} kill -9 ({kills}), {files} files,"
+          f" {len(ids)} events compared with the files on disk: 0 lost, 0 duplicated;"
+          f" {replays} replayed batch(es) recognised by the ledger")
+
+
+def test_password_appears_nowhere(tmp_path, database):
+    source, checkpoint = tmp_path / "data", tmp_path / "ck"
+    subprocess.run([PYTHON, str(ROOT / "data_generator.py"), "--output-dir", str(source),
+                    "--interval", "0", "--files", "3", "--quiet"], check=True, timeout=60)
+    log_path = tmp_path / "job.log"
+    job = start_job(database.job_env(), "--source", str(source), "--checkpoint",
+                    str(checkpoint), log_path=log_path)
+    try:
+        wait_for(lambda: committed_batches(database) >= 1, 180, "a batch")
+        processes = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True,
+                                   text=True).stdout
+        assert database.password not in processes
+        ui = re.search(r"Spark UI (http://\S+)", log_path.read_text()).group(1)
+        apps = json.load(urllib.request.urlopen(f"{ui}/api/v1/applications", timeout=10))
+        environment = urllib.request.urlopen(
+            f"{ui}/api/v1/applications/{apps[0]['id']}/environment", timeout=10).read().decode()
+        assert "spark.sql.session.timeZone" in environment  # the page really was read
+        assert database.password not in environment
+        job.send_signal(signal.SIGTERM)
+        assert job.wait(timeout=120) == 0
+    finally:
+        kill_group(job)
+    assert database.password not in log_path.read_text()
+    for path in checkpoint.rglob("*"):
+        if path.is_file():
+            assert database.password.encode() not in path.read_bytes(), path
+
+
+def test_job_user_may_only_read_and_append(database):
+    conn = database.connect(admin=False)
+    cur = conn.cursor()
+    for statement in ("DROP TABLE events", "DELETE FROM events", "TRUNCATE TABLE ingest_batches",
+                      "CREATE TABLE x (a INT)", "UPDATE ingest_files SET rows_read = 0",
+                      "DELETE FROM ingest_batches"):
+        with pytest.raises(mysql.connector.Error) as denied:
+            cur.execute(statement)
+        assert denied.value.errno in (1142, 1044), statement
+    cur.execute("SELECT count(*) FROM events")
+    assert cur.fetchone() == (0,)
+    conn.close()

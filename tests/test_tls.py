@@ -1,0 +1,144 @@
+"""TLS against a throwaway MariaDB of the test's own that requires secure transport, with
+certificates made here (own CA, server certificate for localhost/127.0.0.1)."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import mysql.connector
+import pytest
+
+from conftest import Database, Server, run_generator, run_job
+from pipeline.config import MySQLSettings
+from pipeline.setup_db import setup_database
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def make_ca_and_server_cert(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+            "-keyout", "ca-key.pem", "-out", "ca.pem", cwd=folder)
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+            "-keyout", "server-key.pem", "-out", "server.csr", cwd=folder)
+    (folder / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem",
+            "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "server-cert.pem",
+            cwd=folder)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    """A mariadbd with require_secure_transport=ON, stopped by its pid afterwards."""
+    base = tmp_path_factory.mktemp("tls")
+    make_ca_and_server_cert(base / "certs")
+    make_ca_and_server_cert(base / "other-ca")
+    datadir, port = base / "data", free_port()
+    subprocess.run([shutil.which("mariadb-install-db"), "--no-defaults", f"--datadir={datadir}",
+                    "--user=root", "--auth-root-authentication-method=normal",
+                    "--skip-test-db"], check=True, capture_output=True, timeout=120)
+    certs = base / "certs"
+    server = subprocess.Popen(
+        [shutil.which("mariadbd"), "--no-defaults", f"--datadir={datadir}", "--user=root",
+         f"--socket={base}/mysqld.sock", f"--port={port}", "--bind-address=127.0.0.1",
+         "--skip-name-resolve", f"--pid-file={base}/mysqld.pid", f"--log-error={base}/err.log",
+         "--innodb-buffer-pool-size=32M", f"--ssl-ca={certs}/ca.pem",
+         f"--ssl-cert={certs}/server-cert.pem", f"--ssl-key={certs}/server-key.pem",
+         "--require-secure-transport=ON"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                admin = mysql.connector.connect(unix_socket=f"{base}/mysqld.sock", user="root",
+                                                autocommit=True)
+                break
+            except mysql.connector.Error:
+                assert server.poll() is None, (base / "err.log").read_text()[-2000:]
+                assert time.monotonic() < deadline, "throwaway mariadbd did not start"
+                time.sleep(0.5)
+        cur = admin.cursor()
+        cur.execute("CREATE USER 'admin'@'%' IDENTIFIED BY 'admin-pw'")
+        cur.execute("GRANT ALL ON *.* TO 'admin'@'%' WITH GRANT OPTION")
+        yield {"port": port, "ca": certs / "ca.pem", "wrong_ca": base / "other-ca" / "ca.pem",
+               "admin": admin}
+        admin.close()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def tls_database(tls_server) -> Database:
+    server = Server("127.0.0.1", tls_server["port"], "admin", "admin-pw")
+    db = Database(server, "tls_shop", "pipeline", "tls-secret-pw")
+    settings = MySQLSettings(host=server.host, port=server.port, database=db.name, user=db.user,
+                             password=db.password, ssl_mode="VERIFY_CA",
+                             ssl_ca=tls_server["ca"])
+    setup_database(settings, server.user, server.password)
+    return db
+
+
+def run_tls_job(db: Database, tmp_path: Path, **env: str):
+    source = tmp_path / "data"
+    if not source.exists():
+        run_generator(source, "--files", "2", "--seed", "7", "--null-user-rate", "0")
+    return run_job(db.job_env(**env), "--source", str(source), "--checkpoint",
+                   str(tmp_path / "ck"), "--once")
+
+
+def test_verify_ca_connects_encrypted_and_writes(tls_server, tls_database, tmp_path):
+    done = run_tls_job(tls_database, tmp_path, MYSQL_SSL_MODE="VERIFY_CA",
+                       MYSQL_SSL_CA=str(tls_server["ca"]))
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "over TLSv1." in output
+    cur = tls_server["admin"].cursor()
+    cur.execute("SELECT count(*) FROM tls_shop.events")
+    assert cur.fetchone()[0] == 42
+    assert tls_database.password not in output
+
+
+def test_verify_identity_checks_the_name_in_the_certificate(tls_server, tls_database, tmp_path):
+    done = run_tls_job(tls_database, tmp_path, MYSQL_SSL_MODE="VERIFY_IDENTITY",
+                       MYSQL_SSL_CA=str(tls_server["ca"]))
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"MYSQL_SSL_MODE": "VERIFY_CA", "MYSQL_SSL_CA": "WRONG"}, "not signed by MYSQL_SSL_CA"),
+    ({"MYSQL_SSL_MODE": "DISABLED"}, "server that requires TLS"),
+    # A driver option that silently turns TLS off is caught by the Ssl_version check.
+    ({"MYSQL_SSL_MODE": "REQUIRED", "JDBC_URL_OPTIONS": "useSsl=false"}, "NOT encrypted"),
+])
+def test_without_verified_tls_the_job_refuses_clearly(tls_server, tls_database, tmp_path, env,
+                                                      message):
+    if env.get("MYSQL_SSL_CA") == "WRONG":
+        env = {**env, "MYSQL_SSL_CA": str(tls_server["wrong_ca"])}
+    cur = tls_server["admin"].cursor()
+    plain_allowed = "JDBC_URL_OPTIONS" in env
+    cur.execute(f"SET GLOBAL require_secure_transport = {'OFF' if plain_allowed else 'ON'}")
+    try:
+        done = run_tls_job(tls_database, tmp_path, **env)
+    finally:
+        cur.execute("SET GLOBAL require_secure_transport = ON")
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output[-3000:]
+    assert message in output, output[-3000:]
+    assert "Traceback" not in output and tls_database.password not in output
