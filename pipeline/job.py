@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 QUERY_NAME = "events_to_mysql"
 HEARTBEAT_FILE = "_pipeline_heartbeat.json"  # read by pipeline.status
 SOURCE_GLOB = "events_*.csv"
+MICRO_BATCH_LOGGER = "org.apache.spark.sql.execution.streaming.runtime.MicroBatchExecution"
 LOG4J_CONFIG = PROJECT_ROOT / "config" / "log4j2.properties"
 
 
@@ -189,6 +190,7 @@ class BatchWriter:
     def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
         with self._lock:
             if self._closing:
+                log.info("batch %d not started: stopping (it runs again on restart)", batch_id)
                 raise StopRequested(f"batch {batch_id} not started: stopping")
             try:
                 self._write(batch_df, batch_id)
@@ -310,7 +312,7 @@ def run(settings: Settings, options: JobOptions) -> int:
         log.info("streaming %s/%s -> MySQL, checkpoint %s, query id %s, Spark UI %s",
                  options.source, SOURCE_GLOB, options.checkpoint, query.id,
                  spark.sparkContext.uiWebUrl or "off")
-        return _await(query, writer, options)
+        return _await(spark, query, writer, options)
     finally:
         sink.close()
         spark.stop()
@@ -347,7 +349,22 @@ def write_heartbeat(options: JobOptions, started_at: float) -> None:
     tmp.replace(checkpoint / HEARTBEAT_FILE)
 
 
-def _await(query: StreamingQuery, writer: BatchWriter, options: JobOptions) -> int:
+def silence_refused_batch_error(spark: SparkSession) -> None:
+    """Keep Spark from logging our refusal of a batch that starts while we stop.
+
+    Spark plans the next batch the moment one commits, so during a backlog one often starts
+    between the stop request and query.stop(). Refusing it is the only safe move (returning
+    would mark its files done), and Spark would print that refusal as a query failure with a
+    Java and Python stack trace. After a stop request our own log says what happened to the
+    batch in flight, so Spark's copy of the story adds nothing.
+    """
+    jvm = spark.sparkContext._jvm
+    jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+        MICRO_BATCH_LOGGER, jvm.org.apache.logging.log4j.Level.OFF)
+
+
+def _await(spark: SparkSession, query: StreamingQuery, writer: BatchWriter,
+           options: JobOptions) -> int:
     stop = threading.Event()
     started_at = last_beat = time.time()
     write_heartbeat(options, started_at)
@@ -368,8 +385,12 @@ def _await(query: StreamingQuery, writer: BatchWriter, options: JobOptions) -> i
                 ignored.report()
                 last_beat = time.time()
         if stop.is_set():
+            silence_refused_batch_error(spark)
             writer.close_after_current_batch()
             query.stop()
+            if writer.last_error:
+                log.error("stopped; the batch in flight failed: %s", writer.last_error)
+                return 1
             log.info("stopped cleanly after %d batch(es)", writer.batches)
             return 0
         exception = query.exception()

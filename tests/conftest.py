@@ -30,6 +30,8 @@ from pipeline.config import MySQLSettings  # noqa: E402
 from pipeline.setup_db import setup_database  # noqa: E402
 
 PYTHON = sys.executable
+# Every Spark the tests start (the fixture's and the jobs') binds its driver and UI to loopback.
+os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
 SPARK_SUBMIT = str(Path(PYTHON).parent / "spark-submit")
 
 
