@@ -42,6 +42,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--trigger-interval", type=float, default=0.0, metavar="SECONDS",
                         help="start a micro-batch at most this often; 0 = as soon as the"
                              " previous one ends (default: %(default)s)")
+    parser.add_argument("--catch-up-files", type=int, default=0, metavar="N",
+                        help="while more than 10 files wait (at start, or checked every 10 s),"
+                             " take up to N files per micro-batch until the backlog is gone;"
+                             " 0 = off (default: %(default)s)")
+    parser.add_argument("--clean-source", choices=("off", "archive", "delete"), default="off",
+                        help="after a file's batch is committed, move it to --archive-dir or"
+                             " delete it (Spark's cleanSource; default: %(default)s)")
+    parser.add_argument("--archive-dir", metavar="DIR",
+                        help="where --clean-source archive moves loaded files (outside"
+                             " --source)")
     parser.add_argument("--verbose", action="store_true",
                         help="Spark's INFO logs and its per-trigger durations too")
     parser.add_argument("--prometheus", action="store_true",
@@ -52,6 +62,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--max-files-per-trigger must be at least 1")
     if args.trigger_interval < 0:
         parser.error("--trigger-interval must not be negative")
+    if args.catch_up_files < 0:
+        parser.error("--catch-up-files must not be negative")
+    if args.clean_source == "archive" and not args.archive_dir:
+        parser.error("--clean-source archive needs --archive-dir")
     return args
 
 
@@ -74,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         trigger_interval_s=args.trigger_interval,
         verbose=args.verbose,
         prometheus=args.prometheus,
+        catch_up_files=args.catch_up_files,
+        clean_source=args.clean_source,
+        archive_dir=args.archive_dir,
     )
     try:
         settings = load_settings()

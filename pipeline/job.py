@@ -15,16 +15,19 @@ import tempfile
 import threading
 import time
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
-from pipeline.checkpoint import CheckpointLog, canonical_path
+from pipeline.checkpoint import CheckpointLog, canonical_path, waiting_files
 from pipeline.config import PROJECT_ROOT, Settings
 from pipeline.sink import BatchPayload, BatchResult, FilePayload, MySQLSink, SinkError
 from pipeline.transforms import raw_lines, to_payload_chunks
@@ -37,6 +40,9 @@ HEARTBEAT_FILE = "_pipeline_heartbeat.json"  # read by pipeline.status
 SOURCE_GLOB = "events_*.csv"
 MICRO_BATCH_LOGGER = "org.apache.spark.sql.execution.streaming.runtime.MicroBatchExecution"
 LOG4J_CONFIG = PROJECT_ROOT / "config" / "log4j2.properties"
+# More files than this waiting is a backlog: time to take --catch-up-files per micro-batch.
+BACKLOG_FILES = 10
+BACKLOG_CHECK_S = 10
 
 
 class JobError(Exception):
@@ -58,6 +64,9 @@ class JobOptions:
     trigger_interval_s: float = 0.0
     verbose: bool = False
     prometheus: bool = False
+    catch_up_files: int = 0  # 0: off
+    clean_source: str = "off"  # Spark's cleanSource: off, archive or delete
+    archive_dir: str | None = None
 
 
 def _local_path(uri: str) -> Path | None:
@@ -83,16 +92,19 @@ def check_paths(options: JobOptions) -> JobOptions:
             probe.unlink()
         except OSError as e:
             raise JobError(f"checkpoint folder {checkpoint} is not writable: {e.strerror}") from None
+    archive = options.archive_dir
+    if options.clean_source == "archive":
+        if not archive:
+            raise JobError("--clean-source archive needs --archive-dir")
+        archive_path = _local_path(archive)
+        if archive_path is not None and source is not None \
+                and archive_path.is_relative_to(source):
+            raise JobError(f"archive folder {archive_path} must be outside the source folder")
+        archive = str(archive_path) if archive_path else archive
     # Spark wants absolute locations; keep URIs as given.
-    return JobOptions(
-        source=str(source) if source else options.source,
-        checkpoint=str(checkpoint) if checkpoint else options.checkpoint,
-        max_files_per_trigger=options.max_files_per_trigger,
-        once=options.once,
-        trigger_interval_s=options.trigger_interval_s,
-        verbose=options.verbose,
-        prometheus=options.prometheus,
-    )
+    return replace(options, source=str(source) if source else options.source,
+                   checkpoint=str(checkpoint) if checkpoint else options.checkpoint,
+                   archive_dir=archive)
 
 
 # Spark's Prometheus endpoints: executors on the UI at /metrics/executors/prometheus, driver
@@ -151,17 +163,23 @@ def ship_package(spark: SparkSession) -> None:
     spark.sparkContext.addPyFile(str(archive))
 
 
-def read_lines(spark: SparkSession, options: JobOptions) -> DataFrame:
+def read_lines(spark: SparkSession, options: JobOptions, files_per_trigger: int) -> DataFrame:
     """The file source: new `events_*.csv` files as raw lines with their file's path."""
-    return (
+    reader = (
         spark.readStream.format("text")
         .option("pathGlobFilter", SOURCE_GLOB)
-        .option("maxFilesPerTrigger", options.max_files_per_trigger)
+        .option("maxFilesPerTrigger", files_per_trigger)
         # Spark silently skips files over a week older than the newest one; we never do.
         .option("maxFileAge", "3650d")
-        .load(options.source)
-        .select(F.col("_metadata.file_path").alias("source_file"), F.col("value"))
     )
+    if options.clean_source != "off":
+        # Spark moves or deletes a batch's files once the next batch is planned, so only
+        # files whose batch is committed in the checkpoint (and so in MySQL) go.
+        reader = reader.option("cleanSource", options.clean_source)
+        if options.archive_dir:
+            reader = reader.option("sourceArchiveDir", options.archive_dir)
+    return (reader.load(options.source)
+            .select(F.col("_metadata.file_path").alias("source_file"), F.col("value")))
 
 
 class BatchWriter:
@@ -186,6 +204,11 @@ class BatchWriter:
         """Wait for a batch in flight to commit; later batches will not commit."""
         with self._lock:
             self._closing = True
+
+    def reopen(self) -> None:
+        """Accept batches again (for the next query on the same checkpoint)."""
+        with self._lock:
+            self._closing = False
 
     def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
         with self._lock:
@@ -278,19 +301,18 @@ class ProgressLogger(StreamingQueryListener):
         pass
 
 
-def start_query(lines: DataFrame, writer: BatchWriter, options: JobOptions) -> StreamingQuery:
+def start_query(lines: DataFrame, writer: BatchWriter, options: JobOptions,
+                available_now: bool) -> StreamingQuery:
     """Start the streaming query with its checkpoint and trigger."""
     stream = (
         lines.writeStream.queryName(QUERY_NAME)
         .option("checkpointLocation", options.checkpoint)
         .foreachBatch(writer)
     )
-    if options.once:
+    if available_now:
         stream = stream.trigger(availableNow=True)
     elif options.trigger_interval_s > 0:
         stream = stream.trigger(processingTime=f"{options.trigger_interval_s} seconds")
-    if options.verbose:
-        lines.sparkSession.streams.addListener(ProgressLogger())
     query = stream.start()
     writer.set_query_id(str(query.id))
     return query
@@ -308,11 +330,9 @@ def run(settings: Settings, options: JobOptions) -> int:
                  settings.mysql.database,
                  f" over {sink.tls_version}" if sink.tls_version else " (no TLS)")
         writer = BatchWriter(sink, CheckpointLog(spark, options.checkpoint), settings)
-        query = start_query(read_lines(spark, options), writer, options)
-        log.info("streaming %s/%s -> MySQL, checkpoint %s, query id %s, Spark UI %s",
-                 options.source, SOURCE_GLOB, options.checkpoint, query.id,
-                 spark.sparkContext.uiWebUrl or "off")
-        return _await(spark, query, writer, options)
+        if options.verbose:
+            spark.streams.addListener(ProgressLogger())
+        return Supervisor(spark, sink, writer, options).run()
     finally:
         sink.close()
         spark.stop()
@@ -349,57 +369,135 @@ def write_heartbeat(options: JobOptions, started_at: float) -> None:
     tmp.replace(checkpoint / HEARTBEAT_FILE)
 
 
-def silence_refused_batch_error(spark: SparkSession) -> None:
-    """Keep Spark from logging our refusal of a batch that starts while we stop.
+class Supervisor:
+    """Runs the query in phases until the source is drained (--once) or a signal stops it.
+
+    Spark fixes maxFilesPerTrigger when a query starts, so catching up on a backlog is a
+    phase of its own: an availableNow query taking --catch-up-files per micro-batch, after
+    which the steady query (--max-files-per-trigger) starts again on the same checkpoint.
+    The steady query is stopped between batches when a backlog builds up while it runs.
+    """
+
+    def __init__(self, spark: SparkSession, sink: MySQLSink, writer: BatchWriter,
+                 options: JobOptions):
+        self._spark = spark
+        self._sink = sink
+        self._writer = writer
+        self._options = options
+        self._stop = threading.Event()
+        self._started_at = time.time()
+        self._ignored = IgnoredFileReporter(options)
+        self._announced = False
+
+    def run(self) -> int:
+        previous = {s: signal.signal(s, self._request_stop)
+                    for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while True:
+                catching_up = self._backlog() > BACKLOG_FILES
+                available_now = self._options.once or catching_up
+                outcome = self._run_phase(catching_up, available_now)
+                if outcome is not None:
+                    return outcome
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _request_stop(self, signum, _frame) -> None:
+        log.info("%s received: stopping after the batch in flight", signal.Signals(signum).name)
+        self._stop.set()
+
+    def _backlog(self) -> int:
+        """Files waiting, when catch-up is on and the source is a local folder; else 0."""
+        options = self._options
+        source = _local_path(options.source)
+        if options.catch_up_files <= options.max_files_per_trigger or source is None:
+            return 0
+        try:
+            loaded = self._sink.loaded_files()
+        except Exception as e:  # noqa: BLE001 - only a speed-up is lost; batches report faults
+            log.debug("backlog check skipped: %s", e)
+            return 0
+        return len(waiting_files(source, loaded))
+
+    def _run_phase(self, catching_up: bool, available_now: bool) -> int | None:
+        """One query from start to end: an exit code, or None to start the next phase."""
+        options = self._options
+        files = options.catch_up_files if catching_up else options.max_files_per_trigger
+        self._writer.reopen()
+        query = start_query(read_lines(self._spark, options, files), self._writer, options,
+                            available_now)
+        if not self._announced:
+            log.info("streaming %s/%s -> MySQL, checkpoint %s, query id %s, Spark UI %s",
+                     options.source, SOURCE_GLOB, options.checkpoint, query.id,
+                     self._spark.sparkContext.uiWebUrl or "off")
+            self._announced = True
+        if catching_up:
+            log.info("backlog of more than %d files: catching up with up to %d files per"
+                     " micro-batch", BACKLOG_FILES, files)
+        backlog_seen = self._watch(query, check_backlog=not available_now)
+        if self._stop.is_set() or backlog_seen:
+            failed = self._stop_between_batches(query)
+            if failed:
+                log.error("stopped; the batch in flight failed: %s", failed)
+                return 1
+            if self._stop.is_set():
+                log.info("stopped cleanly after %d batch(es)", self._writer.batches)
+                return 0
+            return None
+        exception = query.exception()
+        if exception is not None:
+            message = self._writer.last_error or str(exception).splitlines()[0]
+            log.error("stopped by an error: %s", message)
+            return 1
+        if catching_up and not options.once:
+            log.info("caught up: back to %d file(s) per micro-batch",
+                     options.max_files_per_trigger)
+            return None
+        log.info("source drained: %d batch(es) committed", self._writer.batches)
+        return 0
+
+    def _watch(self, query: StreamingQuery, check_backlog: bool) -> bool:
+        """Wait for the query to end or a stop; True when a backlog calls for catching up."""
+        last_beat = last_check = 0.0
+        while query.isActive and not self._stop.is_set():
+            try:
+                query.awaitTermination(0.5)
+            except StreamingQueryException:
+                return False  # the caller reads query.exception()
+            now = time.time()
+            if now - last_beat >= 5:
+                write_heartbeat(self._options, self._started_at)
+                self._ignored.report()
+                last_beat = now
+            if check_backlog and now - last_check >= BACKLOG_CHECK_S:
+                last_check = now
+                if query.isActive and self._backlog() > BACKLOG_FILES:
+                    return True
+        return False
+
+    def _stop_between_batches(self, query: StreamingQuery) -> str | None:
+        """Let the batch in flight commit, refuse the next, stop; the in-flight error if any."""
+        with quiet_refusals(self._spark):
+            self._writer.close_after_current_batch()
+            query.stop()
+        return self._writer.last_error
+
+
+@contextmanager
+def quiet_refusals(spark: SparkSession) -> Iterator[None]:
+    """Keep Spark from logging our refusal of a batch that starts while we stop a query.
 
     Spark plans the next batch the moment one commits, so during a backlog one often starts
     between the stop request and query.stop(). Refusing it is the only safe move (returning
     would mark its files done), and Spark would print that refusal as a query failure with a
-    Java and Python stack trace. After a stop request our own log says what happened to the
-    batch in flight, so Spark's copy of the story adds nothing.
+    Java and Python stack trace. Our own log says what happened to the batch in flight.
     """
     jvm = spark.sparkContext._jvm
-    jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
-        MICRO_BATCH_LOGGER, jvm.org.apache.logging.log4j.Level.OFF)
-
-
-def _await(spark: SparkSession, query: StreamingQuery, writer: BatchWriter,
-           options: JobOptions) -> int:
-    stop = threading.Event()
-    started_at = last_beat = time.time()
-    write_heartbeat(options, started_at)
-    ignored = IgnoredFileReporter(options)
-    ignored.report()
-
-    def request_stop(signum, _frame):
-        log.info("%s received: stopping after the batch in flight",
-                 signal.Signals(signum).name)
-        stop.set()
-
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    configurator = jvm.org.apache.logging.log4j.core.config.Configurator
+    previous = jvm.org.apache.logging.log4j.LogManager.getLogger(MICRO_BATCH_LOGGER).getLevel()
+    configurator.setLevel(MICRO_BATCH_LOGGER, jvm.org.apache.logging.log4j.Level.OFF)
     try:
-        while query.isActive and not stop.is_set():
-            query.awaitTermination(0.5)
-            if time.time() - last_beat >= 5:
-                write_heartbeat(options, started_at)
-                ignored.report()
-                last_beat = time.time()
-        if stop.is_set():
-            silence_refused_batch_error(spark)
-            writer.close_after_current_batch()
-            query.stop()
-            if writer.last_error:
-                log.error("stopped; the batch in flight failed: %s", writer.last_error)
-                return 1
-            log.info("stopped cleanly after %d batch(es)", writer.batches)
-            return 0
-        exception = query.exception()
-        if exception is None:
-            log.info("source drained: %d batch(es) committed", writer.batches)
-            return 0
-        message = writer.last_error or str(exception).splitlines()[0]
-        log.error("stopped by an error: %s", message)
-        return 1
+        yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        configurator.setLevel(MICRO_BATCH_LOGGER, previous)

@@ -21,6 +21,7 @@ import random
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -242,6 +243,8 @@ class MySQLSink:
         self._url = build_url(settings.mysql, self.driver_info, settings.jdbc_extra_options,
                               self._mysql_truststore())
         self._conn = None
+        # Batches commit on Spark's callback thread; the job's backlog check runs on its own.
+        self._conn_lock = threading.RLock()
         self._packet_limit = 4 * 1024 * 1024
         self.tls_version = ""
 
@@ -365,6 +368,10 @@ class MySQLSink:
     # -- batches ------------------------------------------------------------------------
     def commit_batch(self, batch: BatchPayload) -> BatchResult:
         """Make the batch durable exactly once, retrying transient failures with backoff."""
+        with self._conn_lock:
+            return self._commit_with_retries(batch)
+
+    def _commit_with_retries(self, batch: BatchPayload) -> BatchResult:
         retry = self._settings.retry
         started = time.monotonic()
         for attempt in range(1, retry.max_attempts + 1):
@@ -463,6 +470,18 @@ class MySQLSink:
                                        f" WHERE file_key IN ({keys})")
         self._conn.rollback()
         return {str(r[0]): (str(r[1]), int(r[2])) for r in rows}
+
+    def loaded_files(self) -> set[str]:
+        """Canonical paths of every file a committed batch has loaded (or found missing).
+
+        Safe to call from another thread than the batches' (the job's backlog check).
+        """
+        with self._conn_lock:
+            if self._conn is None:
+                self.connect()
+            rows = self._query(self._conn, "SELECT source_file FROM ingest_files")
+            self._conn.rollback()
+            return {str(r[0]) for r in rows}
 
     def _rollback_quietly(self) -> None:
         try:
