@@ -25,7 +25,7 @@ import logging
 import sys
 
 from pipeline.config import ConfigError, load_settings
-from pipeline.job import JobError, JobOptions, run
+from pipeline.job import DRIVER_BATCH_MAX_BYTES, JobError, JobOptions, run
 from pipeline.sink import SinkError
 
 
@@ -46,6 +46,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="while more than 10 files wait (at start, or checked every 10 s),"
                              " take up to N files per micro-batch until the backlog is gone;"
                              " 0 = off (default: %(default)s)")
+    parser.add_argument("--driver-batch-max-bytes", type=int, default=DRIVER_BATCH_MAX_BYTES,
+                        metavar="BYTES",
+                        help="batches of local files up to this size are checked on the"
+                             " driver, bigger ones by Spark tasks; 0 = always Spark tasks"
+                             " (default: %(default)s)")
     parser.add_argument("--clean-source", choices=("off", "archive", "delete"), default="off",
                         help="after a file's batch is committed, move it to --archive-dir or"
                              " delete it (Spark's cleanSource; default: %(default)s)")
@@ -62,6 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--max-files-per-trigger must be at least 1")
     if args.trigger_interval < 0:
         parser.error("--trigger-interval must not be negative")
+    if args.driver_batch_max_bytes < 0:
+        parser.error("--driver-batch-max-bytes must not be negative")
     if args.catch_up_files < 0:
         parser.error("--catch-up-files must not be negative")
     if args.clean_source == "archive" and not args.archive_dir:
@@ -89,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         verbose=args.verbose,
         prometheus=args.prometheus,
         catch_up_files=args.catch_up_files,
+        driver_batch_max_bytes=args.driver_batch_max_bytes,
         clean_source=args.clean_source,
         archive_dir=args.archive_dir,
     )

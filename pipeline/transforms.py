@@ -13,6 +13,7 @@ import itertools
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from operator import itemgetter
+from pathlib import Path
 
 import pyarrow as pa
 from pyspark.sql import DataFrame
@@ -91,38 +92,60 @@ def _payload_row(line: Line) -> list:
     return [line.line_number, line.reason, line.detail, line.raw_line]
 
 
+def file_chunks(file_lines: Iterable[tuple[str, bool]], event_types: Sequence[str],
+                source_time_zone: str = "UTC",
+                chunk_rows: int = EVENT_CHUNK_ROWS) -> Iterator[tuple[str, int, int, str]]:
+    """One file's events and rejects as JSON arrays: (kind, chunk, rows, payload), in order.
+
+    Events are `[event_id, user_id, product_id, event_type, price, event_time]`, rejects
+    `[line_number, reason, detail, raw_line]`, at most `chunk_rows` rows per chunk. Order
+    matters: of two events with the same id, the first in the file is the one kept.
+    """
+    pending: dict[str, list] = {KIND_EVENT: [], KIND_REJECTED: []}
+    counters = {KIND_EVENT: 0, KIND_REJECTED: 0}
+
+    def flush(kind: str) -> tuple[str, int, int, str]:
+        rows, pending[kind] = pending[kind], []
+        counters[kind] += 1
+        return kind, counters[kind] - 1, len(rows), json.dumps(rows, ensure_ascii=False)
+
+    for line in classify_file(file_lines, event_types, source_time_zone):
+        if line.kind in pending:
+            pending[line.kind].append(_payload_row(line))
+            if len(pending[line.kind]) >= chunk_rows:
+                yield flush(line.kind)
+    for kind, rows in pending.items():
+        if rows:
+            yield flush(kind)
+
+
 def to_payload_chunks(lines: DataFrame, event_types: Sequence[str],
                       source_time_zone: str = "UTC",
                       chunk_rows: int = EVENT_CHUNK_ROWS) -> DataFrame:
-    """Each file's events and rejects as JSON arrays for the sink, in line order.
-
-    Output: CHUNK_SCHEMA, one row per (source_file, kind, chunk) of at most `chunk_rows`
-    rows. Events are `[event_id, user_id, product_id, event_type, price, event_time]`,
-    rejects `[line_number, reason, detail, raw_line]`. Order matters: of two events with the
-    same id, the first in the file is the one kept. Files with no rows give no chunk.
-    """
+    """Each file's `file_chunks`, as rows of CHUNK_SCHEMA. Files with no rows give no chunk."""
     types, tz = tuple(event_types), source_time_zone
 
     def chunks(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for path, file_lines in _files(batches):
-            pending = {KIND_EVENT: [], KIND_REJECTED: []}
-            counters = {KIND_EVENT: 0, KIND_REJECTED: 0}
-
-            def flush(kind: str) -> pa.RecordBatch:
-                rows, pending[kind] = pending[kind], []
-                counters[kind] += 1
-                return pa.RecordBatch.from_pydict(
-                    {"source_file": [path], "kind": [kind], "chunk": [counters[kind] - 1],
-                     "rows": [len(rows)], "payload": [json.dumps(rows, ensure_ascii=False)]},
-                    schema=CHUNK_SCHEMA)
-
-            for line in classify_file(file_lines, types, tz):
-                if line.kind in pending:
-                    pending[line.kind].append(_payload_row(line))
-                    if len(pending[line.kind]) >= chunk_rows:
-                        yield flush(line.kind)
-            for kind, rows in pending.items():
-                if rows:
-                    yield flush(kind)
+            for kind, chunk, rows, payload in file_chunks(file_lines, types, tz, chunk_rows):
+                yield pa.RecordBatch.from_pydict(
+                    {"source_file": [path], "kind": [kind], "chunk": [chunk], "rows": [rows],
+                     "payload": [payload]}, schema=CHUNK_SCHEMA)
 
     return lines.mapInArrow(chunks, _ddl(CHUNK_SCHEMA))
+
+
+def local_file_lines(path: Path) -> Iterator[tuple[str, bool]]:
+    """A local file's lines as `raw_lines` gives them: (text, is_valid_utf8).
+
+    Lines end at \\n, \\r\\n or \\r, as in Spark's text source. An invalid line is decoded with
+    U+FFFD in place of bad bytes (Spark may use a different number of them; the line is
+    rejected as invalid_utf8 either way).
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    for raw in data.splitlines():
+        try:
+            yield raw.decode("utf-8"), True
+        except UnicodeDecodeError:
+            yield raw.decode("utf-8", "replace"), False

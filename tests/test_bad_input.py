@@ -66,16 +66,20 @@ EVENTS = {"g1", "g2", "g3", "m3", "i2", "t5", "p6", "c3", "q3", "u2", "l2", "k2"
           "n2", "r1", "r2", "b1", "cr1", "cr2", "s1", "s2", "z1", "z2", "z3"}
 
 
-def test_corpus_every_row_lands_where_it_should(tmp_path, database):
+@pytest.mark.parametrize("checked_in", ["driver", "spark"])
+def test_corpus_every_row_lands_where_it_should(tmp_path, database, checked_in):
+    """Small batches are checked on the driver, big ones by Spark tasks: same results."""
     source = tmp_path / "data"
     shutil.copytree(CORPUS, source, ignore=shutil.ignore_patterns(".gitattributes"))
     # Spark takes files oldest first: make that the order of their names.
     for i, path in enumerate(sorted(source.iterdir())):
         os.utime(path, (1_700_000_000 + i, 1_700_000_000 + i))
+    limit = [] if checked_in == "driver" else ["--driver-batch-max-bytes", "0"]
     done = run_job(database.job_env(), "--source", str(source), "--checkpoint",
-                   str(tmp_path / "ck"), "--once")
+                   str(tmp_path / "ck"), "--once", *limit)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
+    assert output.count(f"({checked_in})") == 20, output[-4000:]
     assert "ignoring" in output and "notes.txt" in output and "wrong_suffix" in output
 
     files = {Path(f).name: (r, w, j, d) for f, r, w, j, d in database.query(

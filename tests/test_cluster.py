@@ -41,15 +41,16 @@ def cluster(tmp_path):
         subprocess.run(["bash", script, "stop"], env=env, timeout=120, capture_output=True)
 
 
-def submit(cluster, env, *args: str, **popen) -> list[str]:
+def submit(cluster, *args: str) -> list[str]:
+    """spark-submit of the job; every batch is checked by executors, not on the driver."""
     return [SPARK_SUBMIT, "--master", cluster["url"], "--conf", "spark.executor.memory=512m",
-            str(ROOT / "spark_streaming.py"), *args]
+            str(ROOT / "spark_streaming.py"), "--driver-batch-max-bytes", "0", *args]
 
 
 def test_once_on_a_standalone_cluster_loads_exactly_the_valid_rows(tmp_path, database, cluster):
     source = tmp_path / "data"
     run_generator(source, "--files", "5", "--seed", "31")
-    done = subprocess.run(submit(cluster, None, "--source", str(source), "--checkpoint",
+    done = subprocess.run(submit(cluster, "--source", str(source), "--checkpoint",
                                  str(tmp_path / "ck"), "--once"),
                           cwd=ROOT, env=database.job_env(), capture_output=True, text=True,
                           timeout=600)
@@ -66,7 +67,7 @@ def test_a_worker_killed_mid_stream_loses_nothing(tmp_path, database, cluster):
                                   str(source), "--interval", "0.5", "--files", "40", "--seed",
                                   "32", "--quiet"], stdout=subprocess.DEVNULL)
     with open(log, "ab") as out:
-        job = subprocess.Popen(submit(cluster, None, "--source", str(source), "--checkpoint",
+        job = subprocess.Popen(submit(cluster, "--source", str(source), "--checkpoint",
                                       str(checkpoint)), cwd=ROOT, env=database.job_env(),
                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -88,7 +89,7 @@ def test_a_worker_killed_mid_stream_loses_nothing(tmp_path, database, cluster):
         generator.kill()
         kill_group(job, signal.SIGTERM)
     if not survived:
-        again = subprocess.run(submit(cluster, None, "--source", str(source), "--checkpoint",
+        again = subprocess.run(submit(cluster, "--source", str(source), "--checkpoint",
                                       str(checkpoint), "--once"), cwd=ROOT,
                                env=database.job_env(), capture_output=True, text=True,
                                timeout=600)
