@@ -7,6 +7,7 @@ bad value costs one row and can never fail a batch.
 
 from __future__ import annotations
 
+import calendar
 import csv
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -60,6 +61,13 @@ def parse_event_time(text: str | None, source_time_zone: str = "UTC") -> str | N
     year, month, day, hour, minute, second, fraction, offset = match.groups()
     if int(year) < 1000:
         return None
+    if offset == "Z" or (not offset and source_time_zone.upper() == "UTC"):
+        # Already UTC (the generator's form): only the ranges need checking, which is much
+        # cheaper than building, converting and formatting a datetime for every row.
+        if not (_valid_date(int(year), int(month), int(day)) and int(hour) < 24
+                and int(minute) < 60 and int(second) < 60):
+            return None
+        return f"{year}-{month}-{day} {hour}:{minute}:{second}.{(fraction or '').ljust(6, '0')}"
     try:
         value = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
                          int((fraction or "0").ljust(6, "0")))
@@ -72,14 +80,25 @@ def parse_event_time(text: str | None, source_time_zone: str = "UTC") -> str | N
         zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
     else:
         zone = _zone(source_time_zone)
-    utc = value.replace(tzinfo=zone).astimezone(timezone.utc)
+    try:
+        utc = value.replace(tzinfo=zone).astimezone(timezone.utc)
+    except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past year 9999 in UTC
+        return None
     if not 1000 <= utc.year <= 9999:
         return None
     return utc.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+@lru_cache(maxsize=4096)
+def _valid_date(year: int, month: int, day: int) -> bool:
+    return 1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]
+
+
 def _split(text: str) -> list[str] | None:
     """CSV fields of one line; None when its quoting is broken."""
+    if '"' not in text and "\0" not in text:
+        # What the csv module gives for such a line, five times faster.
+        return text.split(",") if text else []
     if text.count('"') % 2:
         return None
     try:
@@ -98,13 +117,14 @@ def _quoted(value: str | None) -> str:
 
 
 def check_event(values: Sequence[str | None], event_types: frozenset[str],
-                source_time_zone: str) -> tuple[str, str] | tuple[None, tuple[str, ...]]:
+                source_time_zone: str, may_hold_quotes: bool = True,
+                ) -> tuple[str, str] | tuple[None, tuple[str, ...]]:
     """(reason, detail) for a bad event, or (None, normalised fields) for a good one.
 
     `values` are trimmed fields in EVENT_FIELDS order, None where empty.
     """
     event_id, user_id, product_id, event_type, price, event_time = values
-    if any(v is not None and '"' in v for v in values):
+    if may_hold_quotes and any(v is not None and '"' in v for v in values):
         return "broken_quoting", "a field contains a quote character"
     if event_id is None:
         return "missing_event_id", "event_id is empty"
@@ -167,7 +187,7 @@ def classify_file(lines: Iterable[tuple[str, bool]], event_types: Iterable[str],
                           f"expected {len(EVENT_FIELDS)} columns, found {len(fields)}")
         else:
             values = [fields[i].strip() or None for i in order]
-            reason, result = check_event(values, types, source_time_zone)
+            reason, result = check_event(values, types, source_time_zone, '"' in text)
             if reason:
                 yield _reject(line_number, text, reason, result)
             else:

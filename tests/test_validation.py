@@ -111,6 +111,12 @@ def test_long_raw_line_is_cut():
     ("2026-07-01T12:00:00.5", "UTC", "2026-07-01 12:00:00.500000"),
     ("2026-07-01T24:00:00Z", "UTC", None),
     ("2026-07-01T12:00:00.1234567Z", "UTC", None),
+    ("2024-02-29T12:00:00Z", "UTC", "2024-02-29 12:00:00.000000"),
+    ("2026-02-29T12:00:00Z", "UTC", None),
+    ("2026-07-01T12:00:60Z", "UTC", None),
+    # Past year 9999 once in UTC: a reject, not an exception that fails the batch.
+    ("9999-12-31T23:00:00-05:00", "UTC", None),
+    ("1000-01-01T00:30:00+01:00", "UTC", None),
 ])
 def test_event_time_is_normalised_to_utc(text, tz, expected):
     assert parse_event_time(text, tz) == expected
