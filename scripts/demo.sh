@@ -11,7 +11,8 @@ echo "[demo] generator: 21 events every ${DEMO_INTERVAL:-20}s into streaming_dat
 $PY data_generator.py --interval "${DEMO_INTERVAL:-20}" &
 gen=$!
 echo "[demo] streaming job (Spark UI on http://localhost:4040); logs in checkpoints/job.log"
-$PY spark_streaming.py > checkpoints/job.log 2>&1 &
+# Files left from an earlier run are a backlog: take them 100 at a time.
+$PY spark_streaming.py --catch-up-files 100 > checkpoints/job.log 2>&1 &
 job=$!
 
 stop() {
