@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from urllib.parse import unquote
 
 from pyspark.sql import SparkSession
@@ -24,17 +23,6 @@ def canonical_path(path: str) -> str:
     """One spelling per file: Spark writes 'file:///a%20b' in its log, 'file:/a%20b' in rows."""
     path = unquote(path)
     return "file:/" + path[len("file:///"):] if path.startswith("file:///") else path
-
-
-def waiting_files(source: Path, loaded: set[str], pattern: str = "events_*.csv") -> list[Path]:
-    """Files in a local source folder that no committed batch has loaded yet.
-
-    `loaded` holds canonical paths, as `ingest_files.source_file` does.
-    """
-    if not source.is_dir():
-        return []
-    return [p for p in source.glob(pattern)
-            if canonical_path(f"file:{p.resolve()}") not in loaded]
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
-from pipeline.checkpoint import CheckpointLog, SourceFile, canonical_path, waiting_files
+from pipeline.checkpoint import CheckpointLog, SourceFile, canonical_path
 from pipeline.config import PROJECT_ROOT, Settings
 from pipeline.sink import BatchPayload, BatchResult, FilePayload, MySQLSink, SinkError
 from pipeline.transforms import file_chunks, local_file_lines, raw_lines, to_payload_chunks
@@ -141,7 +141,7 @@ def build_spark_session(settings: Settings, verbose: bool = False,
         )
         for key, value in (PROMETHEUS_CONF.items() if prometheus else ()):
             builder = builder.config(key, value)
-    spark = (
+    builder = (
         builder.config("spark.sql.session.timeZone", "UTC")
         # One task reads a whole file in order, so line numbers are exact.
         .config("spark.sql.files.minPartitionNum", "1")
@@ -150,11 +150,34 @@ def build_spark_session(settings: Settings, verbose: bool = False,
         # A file deleted between listing and reading must not fail its batch forever.
         .config("spark.sql.files.ignoreMissingFiles", "true")
         .config("spark.ui.showConsoleProgress", "false")
-        .getOrCreate()
     )
+    with jvm_spared_from_sigterm():
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("INFO" if verbose else "WARN")
     ship_package(spark)
     return spark
+
+
+@contextmanager
+def jvm_spared_from_sigterm() -> Iterator[None]:
+    """Start Spark's JVM (when we start it) with SIGTERM ignored.
+
+    A service manager stopping the job signals the whole process group. Were the JVM to die
+    at once, the batch in flight would break off (harmlessly, it is replayed) and the job
+    would exit 1 with py4j errors instead of stopping cleanly. An ignored signal stays
+    ignored across exec, and the JVM does not take over a signal it inherited as ignored.
+    The JVM still ends with the job: it exits when our end of its stdin pipe closes.
+    A SIGTERM that arrives in the second or two of the launch is lost.
+    """
+    if "PYSPARK_GATEWAY_PORT" in os.environ or threading.current_thread() is not \
+            threading.main_thread():
+        yield  # under spark-submit the JVM is our parent and already running
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def ship_package(spark: SparkSession) -> None:
@@ -370,6 +393,19 @@ def run(settings: Settings, options: JobOptions) -> int:
         spark.stop()
 
 
+def files_newer_than(folder: Path, newest: datetime | None) -> list[Path]:
+    """The source files in `folder` modified after `newest` (all of them when None)."""
+    limit = newest.timestamp() if newest else float("-inf")
+    found = []
+    for path in folder.glob(SOURCE_GLOB):
+        try:
+            if path.stat().st_mtime > limit:
+                found.append(path)
+        except FileNotFoundError:
+            pass  # archived or deleted while we looked
+    return found
+
+
 class IgnoredFileReporter:
     """Says once per name which files in the source folder the job will never read."""
 
@@ -440,17 +476,21 @@ class Supervisor:
         self._stop.set()
 
     def _backlog(self) -> int:
-        """Files waiting, when catch-up is on and the source is a local folder; else 0."""
+        """Files waiting, when catch-up is on and the source is a local folder; else 0.
+
+        Spark takes files oldest first, so the files newer than the newest one loaded are
+        the backlog: one indexed query and a listing, however long the history.
+        """
         options = self._options
         source = _local_path(options.source)
         if options.catch_up_files <= options.max_files_per_trigger or source is None:
             return 0
         try:
-            loaded = self._sink.loaded_files()
+            newest = self._sink.newest_loaded_file_at()
         except Exception as e:  # noqa: BLE001 - only a speed-up is lost; batches report faults
             log.debug("backlog check skipped: %s", e)
             return 0
-        return len(waiting_files(source, loaded))
+        return len(files_newer_than(source, newest))
 
     def _run_phase(self, catching_up: bool, available_now: bool) -> int | None:
         """One query from start to end: an exit code, or None to start the next phase."""

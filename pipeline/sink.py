@@ -471,17 +471,21 @@ class MySQLSink:
         self._conn.rollback()
         return {str(r[0]): (str(r[1]), int(r[2])) for r in rows}
 
-    def loaded_files(self) -> set[str]:
-        """Canonical paths of every file a committed batch has loaded (or found missing).
+    def newest_loaded_file_at(self) -> datetime | None:
+        """Modification time (UTC) of the newest file the last committed batch loaded.
 
         Safe to call from another thread than the batches' (the job's backlog check).
         """
         with self._conn_lock:
             if self._conn is None:
                 self.connect()
-            rows = self._query(self._conn, "SELECT source_file FROM ingest_files")
+            rows = self._query(self._conn, "SELECT DATE_FORMAT(newest_file_at,"
+                               " '%Y-%m-%dT%H:%i:%s.%f') FROM ingest_batches WHERE"
+                               " newest_file_at IS NOT NULL ORDER BY committed_at DESC LIMIT 1")
             self._conn.rollback()
-            return {str(r[0]) for r in rows}
+        if not rows or rows[0][0] is None:
+            return None
+        return datetime.fromisoformat(rows[0][0]).replace(tzinfo=timezone.utc)
 
     def _rollback_quietly(self) -> None:
         try:

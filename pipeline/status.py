@@ -21,7 +21,7 @@ from pathlib import Path
 
 import mysql.connector
 
-from pipeline.checkpoint import canonical_path, waiting_files
+from pipeline.checkpoint import canonical_path
 from pipeline.config import ConfigError, load_settings
 from pipeline.setup_db import connect
 
@@ -78,6 +78,14 @@ def read_heartbeat(checkpoint: Path) -> tuple[bool | None, int | None]:
     except PermissionError:
         running = True
     return running and age < 30, pid
+
+
+def waiting_files(source: Path, loaded: set[str]) -> list[Path]:
+    """Files in the source folder that no committed batch has loaded yet."""
+    if not source.is_dir():
+        return []
+    return [p for p in source.glob("events_*.csv")
+            if canonical_path(f"file:{p.resolve()}") not in loaded]
 
 
 def collect_status(cursor, source: Path, checkpoint: Path, stale_after_s: float) -> Status:

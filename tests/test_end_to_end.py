@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import time
@@ -105,7 +106,8 @@ def test_sigterm_stops_between_batches_with_exit_0(tmp_path, database):
         while database.query("SELECT count(*) FROM ingest_batches")[0][0] < 1:
             assert job.poll() is None and time.monotonic() < deadline
             time.sleep(0.2)
-        job.send_signal(signal.SIGTERM)
+        # As a service manager does: the whole process group, Spark's JVM included.
+        os.killpg(job.pid, signal.SIGTERM)
         assert job.wait(timeout=120) == 0
     finally:
         kill_group(job)
