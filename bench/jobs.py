@@ -1,0 +1,176 @@
+"""Spark job subprocesses: own session, stopped by process group, every wait bounded.
+
+A pyspark job is two processes, the Python driver and the JVM it launches; both share the
+session started here, so signalling the group reaches both and nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+DRIVER_JAR = ROOT / "jars" / "mariadb-java-client.jar"
+SPARK_MASTER = "local[2]"
+
+
+class JobFailed(Exception):
+    """A job exited badly or ran out of time; the message carries the end of its log."""
+
+
+def _die_with_parent() -> None:
+    # PR_SET_PDEATHSIG: if the bench itself is killed, the job leader goes too; its JVM then
+    # exits on its own when the gateway's pipe breaks.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+
+
+def spark_env(**extra: str) -> dict[str, str]:
+    """Environment for a Spark contender: loopback only, local[2], no UI, no .env."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MYSQL_", "JDBC_", "PYSPARK_", "SPARK_"))}
+    env.update(
+        PATH=f"{Path(PYTHON).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        PYSPARK_PYTHON=PYTHON,
+        SPARK_LOCAL_IP="127.0.0.1",
+        SPARK_MASTER=SPARK_MASTER,
+        # Our job has no flag for the UI; pyspark passes these to the JVM it launches.
+        PYSPARK_SUBMIT_ARGS="--conf spark.ui.enabled=false pyspark-shell",
+        PIPELINE_ENV_FILE=os.devnull,
+    )
+    env.update(extra)
+    return env
+
+
+class JobProcess:
+    """One job run: start(), then wait() for --once runs or stop() for streaming ones."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_path: Path):
+        self.name = name
+        self.cmd = cmd
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self.started_at = 0.0
+        self.ended_at: float | None = None
+
+    def start(self) -> JobProcess:
+        log = open(self.log_path, "ab")
+        try:
+            self.started_at = time.time()
+            self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True, preexec_fn=_die_with_parent)
+        finally:
+            log.close()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait(self, timeout: float) -> int:
+        """Wait for a --once run to exit; on timeout kill it and raise."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop(grace=5)
+            raise JobFailed(f"{self.name}: still running after {timeout:.0f}s, killed\n"
+                            f"{self.log_tail()}") from None
+        self.ended_at = time.time()
+        self._reap_group()
+        return rc
+
+    def stop(self, grace: float = 30) -> int | None:
+        """SIGTERM the group (like Ctrl-C in a terminal), SIGKILL it after `grace` seconds."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                self.proc.wait(30)
+        if self.ended_at is None:
+            self.ended_at = time.time()
+        self._reap_group()
+        return self.proc.returncode
+
+    def _reap_group(self) -> None:
+        # The leader is gone; a JVM that outlived it (it should not) is killed too.
+        if self.group_pids():
+            self._signal_group(signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while self.group_pids() and time.monotonic() < deadline:
+                time.sleep(0.1)
+
+    def _signal_group(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    # -- inspection ------------------------------------------------------------------------
+    def group_pids(self) -> list[int]:
+        """Live processes of the job's process group (its session leader's pid is the pgid)."""
+        if self.proc is None:
+            return []
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # After the comm field: state, ppid, pgrp. Zombies no longer count.
+            if int(fields[2]) == self.proc.pid and fields[0] != "Z":
+                pids.append(int(entry.name))
+        return pids
+
+    def java_rss_kib(self) -> int | None:
+        """Resident memory of the job's JVM (the Spark driver), from /proc/<pid>/status."""
+        for pid in self.group_pids():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            if fields.get("Name", "").strip() == "java" and "VmRSS" in fields:
+                return int(fields["VmRSS"].split()[0])
+        return None
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(f"    | {line}" for line in text[-lines:])
+
+
+def ours_job(name: str, work: Path, source: Path, checkpoint: Path, port: int, db, ca_file: Path,
+             once: bool, job_args: list[str]) -> JobProcess:
+    """spark_streaming.py as its README says to run it, as the database's pipeline user."""
+    env = spark_env(MYSQL_HOST="127.0.0.1", MYSQL_PORT=str(port), MYSQL_DATABASE=db.name,
+                    MYSQL_USER=db.user, MYSQL_PASSWORD=db.password, MYSQL_SSL_MODE="VERIFY_CA",
+                    MYSQL_SSL_CA=str(ca_file), JDBC_DRIVER_JAR=str(DRIVER_JAR))
+    cmd = [PYTHON, str(ROOT / "spark_streaming.py"), "--source", str(source),
+           "--checkpoint", str(checkpoint), *(["--once"] if once else []), *job_args]
+    return JobProcess(name, cmd, env, work / f"{name}.log")
+
+
+def plain_job(name: str, work: Path, source: Path, checkpoint: Path, port: int, db,
+              once: bool) -> JobProcess:
+    """bench/plain_job.py: the tutorial design, plain-text JDBC with default settings."""
+    env = spark_env(BENCH_DB_USER=db.user, BENCH_DB_PASSWORD=db.password)
+    cmd = [PYTHON, str(ROOT / "bench" / "plain_job.py"), "--source", str(source),
+           "--checkpoint", str(checkpoint), "--url", f"jdbc:mysql://127.0.0.1:{port}/{db.name}",
+           "--jar", str(DRIVER_JAR), "--timings", str(work / f"{name}.timings.jsonl"),
+           *(["--once"] if once else ["--processing-time", "0"])]
+    return JobProcess(name, cmd, env, work / f"{name}.log")
