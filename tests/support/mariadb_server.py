@@ -155,8 +155,27 @@ class MariaDBServer:
             proc.wait(10)
 
     def pause(self) -> None:
-        """SIGSTOP: sockets stay open, nothing answers."""
+        """SIGSTOP: sockets stay open, nothing answers.
+
+        kill() returns before every thread has stopped; a query sent at once could still
+        be answered. So wait until all threads show state T (at most a few seconds).
+        """
         self._signal(signal.SIGSTOP)
+        if self.pid is None:
+            return
+        tasks = Path(f"/proc/{self.pid}/task")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            states = []
+            for task in tasks.iterdir():
+                try:
+                    # The state follows the ")" that ends the command name.
+                    states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+                except (OSError, IndexError):
+                    pass  # a thread that just ended
+            if states and all(state in ("T", "t") for state in states):
+                return
+            time.sleep(0.01)
 
     def resume(self) -> None:
         self._signal(signal.SIGCONT)
