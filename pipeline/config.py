@@ -76,6 +76,7 @@ class Settings:
     source_time_zone: str
     retry: RetrySettings
     spark_master: str | None
+    bulk_load: bool = True  # MYSQL_BULK_LOAD: big batches through LOAD DATA LOCAL if allowed
 
     def describe(self) -> list[str]:
         """Effective configuration as printable lines, secrets masked."""
@@ -87,6 +88,8 @@ class Settings:
             f"source tz       {self.source_time_zone}",
             f"retries         {self.retry.max_attempts} attempts, backoff "
             f"{self.retry.backoff_s:g}s doubling to {self.retry.backoff_max_s:g}s",
+            "bulk load       " + ("auto (LOAD DATA LOCAL when the server allows it)"
+                                      if self.bulk_load else "off"),
         ]
 
 
@@ -113,6 +116,13 @@ class _Reader:
             self.problems.append(f"{name} is not set")
             return ""
         return default
+
+    def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
+        value = self.env.get(name, "").strip().lower() or default
+        if value not in allowed:
+            self.problems.append(f"{name}={value!r} must be one of {', '.join(allowed)}")
+            return default
+        return value
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:
         raw = self.env.get(name, "").strip()
@@ -218,6 +228,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             backoff_max_s=reader.number("MYSQL_RETRY_BACKOFF_MAX_SECONDS", 30.0, 0.0, 3600.0),
         ),
         spark_master=reader.env.get("SPARK_MASTER", "").strip() or None,
+        bulk_load=reader.choice("MYSQL_BULK_LOAD", ("auto", "off"), "auto") == "auto",
     )
     if reader.problems:
         raise ConfigError(

@@ -81,9 +81,16 @@ def tls_options(mysql: MySQLSettings, driver: DriverInfo, truststore_url: str | 
 
 
 def build_url(mysql: MySQLSettings, driver: DriverInfo, extra_options: str = "",
-              truststore_url: str | None = None) -> str:
-    """The JDBC URL (no credentials). `jdbc:mysql:` so Spark applies its MySQL dialect."""
+              truststore_url: str | None = None, bulk_load: bool = False) -> str:
+    """The JDBC URL (no credentials). `jdbc:mysql:` so Spark applies its MySQL dialect.
+
+    `bulk_load` lets MariaDB Connector/J answer LOAD DATA LOCAL with a stream the sink hands
+    it. Off, the option is set to false explicitly: Connector/J 2.7 allows it by default.
+    Even on, the driver sends only that stream, or a file named in the statement itself.
+    """
     options = dict(_COMMON_OPTIONS)
+    if driver.family.startswith("mariadb"):
+        options["allowLocalInfile"] = "true" if bulk_load else "false"
     options["connectTimeout"] = str(mysql.connect_timeout_s * 1000)
     options["socketTimeout"] = str(mysql.socket_timeout_s * 1000)
     options.update(tls_options(mysql, driver, truststore_url))

@@ -24,7 +24,8 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from hashlib import sha256
 from pathlib import Path
@@ -36,6 +37,8 @@ from pyspark.sql import SparkSession
 from pipeline.config import Settings
 from pipeline.jdbc import TRUSTSTORE_PASSWORD, DriverInfo, build_url
 from pipeline.sqlfiles import SCHEMA_FILE, read_statements
+from pipeline.transforms import EVENTS_TSV
+from pipeline.validation import KIND_EVENT
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,34 @@ class BatchResult:
     db_ms: int = 0
 
 
+# (source_file, kind, rows, payload): one chunk of a file's checked rows.
+Chunk = tuple[str, str, int, str]
+
+
+class _ChunkStream:
+    """A streamed batch's chunks: read once from the checks, kept to send again on a retry."""
+
+    def __init__(self, batch: BatchPayload, chunks: Iterator[Chunk]):
+        self._batch = batch
+        self._chunks = chunks
+        self._received: list[tuple[FilePayload, str, int, str]] = []
+
+    def replay_then_read(self) -> Iterator[tuple[FilePayload, str, int, str]]:
+        yield from self._received
+        files = {f.source_file: f for f in self._batch.files}
+        for source_file, kind, rows, payload in self._chunks:
+            f = files.get(source_file)
+            if f is None:  # not in the checkpoint's list: still accounted for, never dropped
+                f = files[source_file] = FilePayload(source_file, None)
+                self._batch.files.append(f)
+            if kind == KIND_EVENT:
+                f.rows_valid += rows
+            else:
+                f.rows_rejected += rows
+            self._received.append((f, kind, rows, payload))
+            yield self._received[-1]
+
+
 def _text(value: str) -> str:
     """A SQL expression for any text, immune to quoting and sql_mode."""
     return f"CONVERT(X'{value.encode('utf-8').hex()}' USING utf8mb4)"
@@ -134,6 +165,12 @@ SELECT j.e_id, j.u_id, j.p_id, j.e_type, j.price, j.e_time FROM JSON_TABLE({json
   e_type VARCHAR(32) PATH '$[3]', price VARCHAR(20) PATH '$[4]', e_time VARCHAR(32) PATH '$[5]')) AS j
 ON DUPLICATE KEY UPDATE event_id = events.event_id"""
 
+# The stream is handed to the driver right before; the name is only for the server's request.
+# LOCAL makes a duplicate event_id a skipped row, as the upsert above does: the first one stays.
+_EVENTS_LOAD = r"""LOAD DATA LOCAL INFILE 'pipeline-events.tsv' INTO TABLE events
+CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\t' ESCAPED BY '\\' LINES TERMINATED BY '\n'
+(event_id, user_id, product_id, event_type, price, event_time)"""
+
 _REJECTS_INSERT = """INSERT INTO events_rejected
   (source_file, line_number, reason, detail, raw_line, query_id, batch_id, rejected_at)
 SELECT {file}, j.line_no, j.reason, j.detail, j.raw_line, '{query_id}', {batch_id}, UTC_TIMESTAMP(6)
@@ -141,23 +178,27 @@ FROM JSON_TABLE({json}, '$[*]' COLUMNS (line_no BIGINT PATH '$[0]', reason VARCH
   detail VARCHAR(512) PATH '$[2]', raw_line TEXT PATH '$[3]')) AS j"""
 
 
-def batch_statements(batch: BatchPayload, attempts: int, skipped: int) -> list[str]:
+def batch_statements(batch: BatchPayload, attempts: int, skipped: int,
+                     written: dict[str, int] | None = None) -> list[str]:
     """The batch's transaction as statements, COMMIT excluded.
 
     Written and duplicate counts are computed by the server (ROW_COUNT() after each upsert,
     with the connection reporting affected rather than found rows), so the script needs no
-    answer before it can go on.
+    answer before it can go on. A streamed batch has sent its rows already and passes the
+    events `written` per file key: the script is then just the file and ledger rows.
     """
     qid, bid = batch.query_id, batch.batch_id
-    statements = ["SET @batch_written = 0, @batch_duplicate = 0, @batch_started = NOW(6)"]
+    statements = ["SET @batch_written = 0, @batch_duplicate = 0"
+                  + (", @batch_started = NOW(6)" if written is None else "")]
     for f in batch.files:
-        statements.append("SET @written = 0")
-        for chunk in f.event_chunks:
-            statements.append(_EVENTS_INSERT.format(json=_text(chunk)))
-            statements.append("SET @written = @written + ROW_COUNT()")
-        for chunk in f.reject_chunks:
-            statements.append(_REJECTS_INSERT.format(
-                file=_text(f.source_file), query_id=qid, batch_id=bid, json=_text(chunk)))
+        if written is not None:
+            statements.append(f"SET @written = {written.get(f.key, 0)}")
+        else:
+            statements.append("SET @written = 0")
+            for chunk in f.event_chunks:
+                statements.append(_EVENTS_INSERT.format(json=_text(chunk)))
+                statements.append("SET @written = @written + ROW_COUNT()")
+            statements.extend(_rejects_insert(batch, f, chunk) for chunk in f.reject_chunks)
         statements.append(
             "INSERT INTO ingest_files (file_key, source_file, file_modified_at, query_id, batch_id,"
             " rows_read, rows_written, rows_rejected, rows_duplicate, status, committed_at)"
@@ -180,6 +221,11 @@ def batch_statements(batch: BatchPayload, attempts: int, skipped: int) -> list[s
         " UTC_TIMESTAMP(6),"
         f" {_text(json.dumps([f.source_file for f in batch.files]))})")
     return statements
+
+
+def _rejects_insert(batch: BatchPayload, f: FilePayload, chunk: str) -> str:
+    return _REJECTS_INSERT.format(file=_text(f.source_file), query_id=batch.query_id,
+                                  batch_id=batch.batch_id, json=_text(chunk))
 
 
 def _java_sql_error(exc: Py4JJavaError, gateway) -> tuple[str, int, str, str]:
@@ -241,12 +287,18 @@ class MySQLSink:
         self._driver, self.driver_info = self._load_driver()
         self._truststore_dir: tempfile.TemporaryDirectory | None = None
         self._url = build_url(settings.mysql, self.driver_info, settings.jdbc_extra_options,
-                              self._mysql_truststore())
+                              self._mysql_truststore(), bulk_load=self._bulk_load_wanted())
         self._conn = None
         # Batches commit on Spark's callback thread; the job's backlog check runs on its own.
         self._conn_lock = threading.RLock()
         self._packet_limit = 4 * 1024 * 1024
         self.tls_version = ""
+        # Known once connected: big batches go through LOAD DATA LOCAL (see commit_streamed).
+        self.bulk_load = False
+
+    def _bulk_load_wanted(self) -> bool:
+        """LOAD DATA LOCAL from a stream: MariaDB Connector/J only (MySQL's is untested here)."""
+        return self._settings.bulk_load and self.driver_info.family.startswith("mariadb")
 
     # -- connection ---------------------------------------------------------------------
     def _load_driver(self):
@@ -313,7 +365,8 @@ class MySQLSink:
             conn.setAutoCommit(False)
             rows = self._query(conn, "SHOW SESSION STATUS LIKE 'Ssl_version'")
             self.tls_version = rows[0][1] if rows else ""
-            packet = self._query(conn, "SELECT @@max_allowed_packet")[0][0]
+            packet, local_infile = self._query(conn, "SELECT @@max_allowed_packet,"
+                                                     " @@local_infile")[0]
             self._execute(conn, "SET time_zone = '+00:00',"
                                 " sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'")
             conn.commit()
@@ -328,6 +381,7 @@ class MySQLSink:
                 " to send data in plain text; check the driver's TLS options")
         # Leave room for the statement text around the JSON.
         self._packet_limit = max(64 * 1024, int(packet) // 2)
+        self.bulk_load = self._bulk_load_wanted() and str(local_infile).upper() in ("1", "ON")
         self._conn = conn
 
     def close(self) -> None:
@@ -369,18 +423,34 @@ class MySQLSink:
     def commit_batch(self, batch: BatchPayload) -> BatchResult:
         """Make the batch durable exactly once, retrying transient failures with backoff."""
         with self._conn_lock:
-            return self._commit_with_retries(batch)
+            return self._with_retries(batch, lambda attempt: self._commit_once(batch, attempt))
 
-    def _commit_with_retries(self, batch: BatchPayload) -> BatchResult:
+    def commit_streamed(self, batch: BatchPayload, chunks: Iterable[Chunk],
+                        event_format: str) -> BatchResult:
+        """Make a big batch durable exactly once while its later rows are still being checked.
+
+        `batch.files` come without rows; `chunks` yields each file's (source_file, kind, rows,
+        payload) in file order, events as `event_format` text (TSV only when `bulk_load`).
+        Each chunk is sent as it arrives, into one open transaction; the file rows, the
+        ledger row and COMMIT come last, so a crash at any point leaves nothing behind.
+        Chunks are kept until the commit: after a transient failure they are sent again on
+        a new connection. The counts in `batch.files` grow as the chunks arrive.
+        """
+        stream = _ChunkStream(batch, iter(chunks))
+        with self._conn_lock:
+            return self._with_retries(
+                batch, lambda attempt: self._stream_once(batch, stream, event_format, attempt))
+
+    def _with_retries(self, batch: BatchPayload,
+                      commit_once: Callable[[int], BatchResult]) -> BatchResult:
         retry = self._settings.retry
         started = time.monotonic()
         for attempt in range(1, retry.max_attempts + 1):
             try:
                 if self._conn is None:
                     self.connect()
-                result = self._commit_once(batch, attempt)
-                return BatchResult(**{**result.__dict__,
-                                      "db_ms": int((time.monotonic() - started) * 1000)})
+                result = commit_once(attempt)
+                return replace(result, db_ms=int((time.monotonic() - started) * 1000))
             except (_TransientError, DatabaseUnreachable) as e:
                 self.close()
                 if attempt == retry.max_attempts:
@@ -406,13 +476,7 @@ class MySQLSink:
                                    rows_duplicate=counts[1], files_skipped=skipped,
                                    attempts=attempt)
             except Py4JJavaError as e:
-                state, code, message, class_name = _java_sql_error(e, self._gateway)
-                self._rollback_quietly()
-                if code != DUPLICATE_KEY:
-                    if _is_transient(state, code, class_name):
-                        raise _TransientError(message.splitlines()[0]) from None
-                    raise SinkError(f"database rejected batch {batch.batch_id}: "
-                                    f"{message.splitlines()[0]}") from None
+                self._rollback_after(e, batch)
             # A ledger or file row already exists: a replay, or files loaded before.
             if self._batch_committed(batch):
                 return BatchResult(replayed=True, attempts=attempt)
@@ -428,6 +492,89 @@ class MySQLSink:
             batch = BatchPayload(batch.query_id, batch.batch_id,
                                  [f for f in batch.files if f.key not in done],
                                  batch.started_at, batch.prepare_ms)
+
+    def _rollback_after(self, error: Py4JJavaError, batch: BatchPayload) -> None:
+        """Roll back after a failed statement; return only for a duplicate key."""
+        state, code, message, class_name = _java_sql_error(error, self._gateway)
+        self._rollback_quietly()
+        if code != DUPLICATE_KEY:
+            if _is_transient(state, code, class_name):
+                raise _TransientError(message.splitlines()[0]) from None
+            raise SinkError(f"database rejected batch {batch.batch_id}: "
+                            f"{message.splitlines()[0]}") from None
+
+    def _stream_once(self, batch: BatchPayload, stream: _ChunkStream, event_format: str,
+                     attempt: int) -> BatchResult:
+        written: dict[str, int] = {}
+        stmt = self._conn.createStatement()
+        try:
+            # Ask first: sending a big batch only to find it committed before wastes minutes.
+            if self._batch_committed(batch):
+                return BatchResult(replayed=True, attempts=attempt)
+            done = self._files_already_loaded(batch)
+            for f in batch.files:
+                if f.key in done:
+                    log.warning("batch %d: %s was already loaded by query %s batch %s;"
+                                " skipping it", batch.batch_id, f.source_file, *done[f.key])
+            stmt.execute("SET @batch_started = NOW(6)")
+            for f, kind, rows, payload in stream.replay_then_read():
+                if f.key in done:
+                    continue
+                if kind != KIND_EVENT:
+                    stmt.execute(_rejects_insert(batch, f, payload))
+                elif event_format == EVENTS_TSV:
+                    written[f.key] = written.get(f.key, 0) + self._load_events(stmt, rows,
+                                                                               payload)
+                else:
+                    stmt.execute(_EVENTS_INSERT.format(json=_text(payload)))
+                    written[f.key] = written.get(f.key, 0) + stmt.getUpdateCount()
+        except Py4JJavaError as e:
+            self._rollback_after(e, batch)
+            raise SinkError(f"batch {batch.batch_id}: duplicate key in the events of a"
+                            " streamed batch") from None
+        except BaseException:
+            self._rollback_quietly()  # the checks failed or the job is stopping
+            raise
+        finally:
+            stmt.close()
+        kept = BatchPayload(batch.query_id, batch.batch_id,
+                            [f for f in batch.files if f.key not in done],
+                            batch.started_at, batch.prepare_ms)
+        statements = batch_statements(kept, attempt, len(done), written)
+        try:
+            _crash_point("before_commit")
+            counts = self._run_transaction(statements)
+            _crash_point("after_commit")
+        except Py4JJavaError as e:
+            self._rollback_after(e, batch)
+            if self._batch_committed(batch):
+                return BatchResult(replayed=True, attempts=attempt)
+            raise SinkError(f"batch {batch.batch_id}: its files were loaded by another job"
+                            " while it was written; nothing of it was committed") from None
+        return BatchResult(replayed=False, rows_written=counts[0], rows_duplicate=counts[1],
+                           files_skipped=len(done), attempts=attempt)
+
+    def _load_events(self, stmt, rows: int, tsv: str) -> int:
+        """LOAD DATA LOCAL of one TSV chunk from memory; the number of new events.
+
+        LOCAL turns every data error into a warning, like IGNORE. The checks make values
+        fit the table, so any warning beyond the skipped duplicates means the table differs
+        from sql/001_schema.sql: the batch is refused rather than stored altered.
+        """
+        stmt.setLocalInfileInputStream(
+            self._jvm.java.io.ByteArrayInputStream(tsv.encode("utf-8")))
+        stmt.execute(_EVENTS_LOAD)
+        loaded = stmt.getUpdateCount()
+        rs = stmt.executeQuery("SELECT @@warning_count")
+        rs.next()
+        warnings = rs.getLong(1)
+        rs.close()
+        if warnings > rows - loaded:
+            raise SinkError(
+                f"LOAD DATA of {rows} events reported {warnings} warnings for"
+                f" {rows - loaded} duplicates: values did not fit the events table as given;"
+                " check it matches sql/001_schema.sql (nothing of this batch was committed)")
+        return loaded
 
     def _run_transaction(self, statements: list[str]) -> tuple[int, int]:
         """Send the statements in as few packets as fit, commit, return (written, duplicate)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from operator import itemgetter
 from pathlib import Path
@@ -24,6 +25,11 @@ from pipeline.validation import KIND_EVENT, KIND_REJECTED, Line, classify_file
 
 EVENT_CHUNK_ROWS = 20000
 _OUTPUT_BATCH_ROWS = 10000
+EVENTS_JSON, EVENTS_TSV = "json", "tsv"
+# What LOAD DATA's default ESCAPED BY '\\' reads specially inside a tab-separated field.
+_TSV_SPECIAL = re.compile(r"[\\\n\r\0]")
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r",
+                              "\0": "\\0"})
 
 CLASSIFIED_SCHEMA = pa.schema(
     [("source_file", pa.string()), ("line_number", pa.int64()), ("kind", pa.string()),
@@ -92,14 +98,29 @@ def _payload_row(line: Line) -> list:
     return [line.line_number, line.reason, line.detail, line.raw_line]
 
 
-def file_chunks(file_lines: Iterable[tuple[str, bool]], event_types: Sequence[str],
-                source_time_zone: str = "UTC",
-                chunk_rows: int = EVENT_CHUNK_ROWS) -> Iterator[tuple[str, int, int, str]]:
-    """One file's events and rejects as JSON arrays: (kind, chunk, rows, payload), in order.
+def events_as_tsv(rows: Sequence[Sequence[str]]) -> str:
+    """Event rows as LOAD DATA reads them by default: tab-separated, one row per line.
 
-    Events are `[event_id, user_id, product_id, event_type, price, event_time]`, rejects
-    `[line_number, reason, detail, raw_line]`, at most `chunk_rows` rows per chunk. Order
-    matters: of two events with the same id, the first in the file is the one kept.
+    Checked values are short and plain, so the whole chunk is scanned once for anything
+    needing an escape; only a chunk that has some pays for escaping field by field.
+    """
+    text = "".join("\t".join(row) + "\n" for row in rows)
+    width = len(rows[0]) if rows else 0
+    if text.count("\t") == (width - 1) * len(rows) and not _TSV_SPECIAL.search(text):
+        return text
+    return "".join("\t".join(value.translate(_TSV_ESCAPES) for value in row) + "\n"
+                   for row in rows)
+
+
+def file_chunks(file_lines: Iterable[tuple[str, bool]], event_types: Sequence[str],
+                source_time_zone: str = "UTC", chunk_rows: int = EVENT_CHUNK_ROWS,
+                event_format: str = EVENTS_JSON) -> Iterator[tuple[str, int, int, str]]:
+    """One file's events and rejects: (kind, chunk, rows, payload), in file order.
+
+    Events are `[event_id, user_id, product_id, event_type, price, event_time]` as a JSON
+    array of arrays, or as `events_as_tsv` text for LOAD DATA (`event_format`). Rejects are
+    JSON `[line_number, reason, detail, raw_line]`. At most `chunk_rows` rows per chunk.
+    Order matters: of two events with the same id, the first in the file is the one kept.
     """
     pending: dict[str, list] = {KIND_EVENT: [], KIND_REJECTED: []}
     counters = {KIND_EVENT: 0, KIND_REJECTED: 0}
@@ -107,7 +128,11 @@ def file_chunks(file_lines: Iterable[tuple[str, bool]], event_types: Sequence[st
     def flush(kind: str) -> tuple[str, int, int, str]:
         rows, pending[kind] = pending[kind], []
         counters[kind] += 1
-        return kind, counters[kind] - 1, len(rows), json.dumps(rows, ensure_ascii=False)
+        if kind == KIND_EVENT and event_format == EVENTS_TSV:
+            text = events_as_tsv(rows)
+        else:
+            text = json.dumps(rows, ensure_ascii=False)
+        return kind, counters[kind] - 1, len(rows), text
 
     for line in classify_file(file_lines, event_types, source_time_zone):
         if line.kind in pending:
@@ -142,8 +167,12 @@ def local_file_lines(path: Path) -> Iterator[tuple[str, bool]]:
     U+FFFD in place of bad bytes (Spark may use a different number of them; the line is
     rejected as invalid_utf8 either way).
     """
-    with open(path, "rb") as f:
+    with open(path, "rb") as f:  # here, so a missing file fails the call, not the first next()
         data = f.read()
+    return _decoded_lines(data)
+
+
+def _decoded_lines(data: bytes) -> Iterator[tuple[str, bool]]:
     for raw in data.splitlines():
         try:
             yield raw.decode("utf-8"), True

@@ -72,6 +72,18 @@ def test_other_drivers_get_their_names():
         build_url(s, DriverInfo("com.example.Driver", 1))
 
 
+def test_local_infile_is_allowed_only_for_bulk_load():
+    s = settings()
+    assert s.bulk_load and not settings(MYSQL_BULK_LOAD="OFF").bulk_load
+    with pytest.raises(ConfigError, match="MYSQL_BULK_LOAD='sometimes' must be one of auto, off"):
+        settings(MYSQL_BULK_LOAD="sometimes")
+    # Connector/J 2.7 allows LOCAL INFILE unless told not to.
+    assert "allowLocalInfile=false" in build_url(s.mysql, MARIADB2)
+    assert "allowLocalInfile=true" in build_url(s.mysql, MARIADB2, bulk_load=True)
+    assert "allowLocalInfile" not in build_url(s.mysql, DriverInfo("com.mysql.cj.jdbc.Driver", 9),
+                                               bulk_load=True)
+
+
 def test_dotenv_is_read_and_real_environment_wins(tmp_path, monkeypatch):
     env_file = tmp_path / ".env"
     env_file.write_text("MYSQL_DATABASE=from_file\nMYSQL_USER=file_user\n")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from pipeline.schema import DEFAULT_EVENT_TYPES
-from pipeline.transforms import classify_lines, raw_lines, to_payload_chunks
+from pipeline.transforms import classify_lines, events_as_tsv, raw_lines, to_payload_chunks
 
 HEADER = "event_id,user_id,product_id,event_type,price,event_time"
 
@@ -47,3 +47,11 @@ def test_payload_chunks_keep_line_order_and_split_by_size(spark):
         "e1", "e2", "e3", "e4", "e5"]
     rejects = [c for c in chunks if c.kind == "rejected"]
     assert json.loads(rejects[0].payload)[0][:2] == [4, "missing_user_id"]
+
+
+def test_events_as_tsv_escapes_what_load_data_reads_specially():
+    plain = ["e1", "u1", "p1", "view", "1.00", "2026-01-01 00:00:00.000000"]
+    assert events_as_tsv([plain]) == "\t".join(plain) + "\n"
+    awkward = ["e2", "a\tb", "c\\d", "\\N", "x\ny\rz\0", "t"]
+    assert events_as_tsv([plain, awkward]) == (
+        "\t".join(plain) + "\n" + "e2\ta\\tb\tc\\\\d\t\\\\N\tx\\ny\\rz\\0\tt\n")
