@@ -49,7 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--driver-batch-max-bytes", type=int, default=DRIVER_BATCH_MAX_BYTES,
                         metavar="BYTES",
                         help="batches of local files up to this size are checked on the"
-                             " driver, bigger ones by Spark tasks; 0 = always Spark tasks"
+                             " driver in one go, bigger ones streamed: checked chunk by chunk"
+                             " while the database writes; 0 = always Spark tasks"
                              " (default: %(default)s)")
     parser.add_argument("--clean-source", choices=("off", "archive", "delete"), default="off",
                         help="after a file's batch is committed, move it to --archive-dir or"
