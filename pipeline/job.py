@@ -15,7 +15,8 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from operator import itemgetter
@@ -46,6 +47,11 @@ LOG4J_CONFIG = PROJECT_ROOT / "config" / "log4j2.properties"
 # More files than this waiting is a backlog: time to take --catch-up-files per micro-batch.
 BACKLOG_FILES = 10
 BACKLOG_CHECK_S = 10
+# Files arriving faster than the steady query takes them: after this many steady phases cut
+# short at their first backlog check, stay at --catch-up-files per micro-batch until the
+# batches of a whole OVERLOAD_CALM_S took no more than --max-files-per-trigger each.
+OVERLOAD_SHORT_PHASES = 2
+OVERLOAD_CALM_S = 30
 # Local batches up to this size are checked on the driver in one go; bigger ones are
 # streamed: checked chunk by chunk while the database takes the chunk before.
 DRIVER_BATCH_MAX_BYTES = 4 * 1024 * 1024
@@ -227,6 +233,8 @@ class BatchWriter:
         self._query_id_ready = threading.Event()
         self.last_error: str | None = None
         self.batches = 0
+        # (monotonic time, files) of recent batches: tells the supervisor the input rate.
+        self.recent_batches: deque[tuple[float, int]] = deque(maxlen=10000)
 
     def set_query_id(self, query_id: str) -> None:
         self._query_id = query_id
@@ -264,6 +272,7 @@ class BatchWriter:
         if not self._query_id_ready.wait(timeout=120):
             raise SinkError("the query id never became known; cannot key the batch ledger")
         files = self._checkpoint.files_of_batch(batch_id)
+        self.recent_batches.append((time.monotonic(), len(files)))
         if self._streamed(files):
             self._write_streamed(files, batch_id, started_at)
             return
@@ -492,6 +501,9 @@ class Supervisor:
     phase of its own: an availableNow query taking --catch-up-files per micro-batch, after
     which the steady query (--max-files-per-trigger) starts again on the same checkpoint.
     The steady query is stopped between batches when a backlog builds up while it runs.
+    When files keep arriving faster than the steady query takes them, switching back and
+    forth would restart a query every few seconds; the job then stays in an open-ended
+    catch-up query (overloaded) until the flow slows down.
     """
 
     def __init__(self, spark: SparkSession, sink: MySQLSink, writer: BatchWriter,
@@ -504,14 +516,20 @@ class Supervisor:
         self._started_at = time.time()
         self._ignored = IgnoredFileReporter(options)
         self._announced = False
+        self._overloaded = False
+        self._short_steady_phases = 0
+        self._caught_up_just_now = False
 
     def run(self) -> int:
         previous = {s: signal.signal(s, self._request_stop)
                     for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while True:
-                catching_up = self._backlog() > BACKLOG_FILES
-                available_now = self._options.once or catching_up
+                caught_up_just_now, self._caught_up_just_now = self._caught_up_just_now, False
+                catching_up = self._overloaded or self._backlog() > BACKLOG_FILES
+                if catching_up and caught_up_just_now:
+                    self._note_backlog(short=True)  # a backlog again as soon as it was gone
+                available_now = self._options.once or (catching_up and not self._overloaded)
                 outcome = self._run_phase(catching_up, available_now)
                 if outcome is not None:
                     return outcome
@@ -552,11 +570,16 @@ class Supervisor:
                      options.source, SOURCE_GLOB, options.checkpoint, query.id,
                      self._spark.sparkContext.uiWebUrl or "off")
             self._announced = True
-        if catching_up:
+        if catching_up and not self._overloaded:
             log.info("backlog of more than %d files: catching up with up to %d files per"
                      " micro-batch", BACKLOG_FILES, files)
-        backlog_seen = self._watch(query, check_backlog=not available_now)
-        if self._stop.is_set() or backlog_seen:
+        if available_now:
+            phase_over = self._watch(query, None)
+        elif self._overloaded:
+            phase_over = self._watch(query, self._flow_slowed_down)
+        else:
+            phase_over = self._watch(query, self._backlog_built_up)
+        if self._stop.is_set() or phase_over:
             failed = self._stop_between_batches(query)
             if failed:
                 log.error("stopped; the batch in flight failed: %s", failed)
@@ -573,13 +596,47 @@ class Supervisor:
         if catching_up and not options.once:
             log.info("caught up: back to %d file(s) per micro-batch",
                      options.max_files_per_trigger)
+            self._caught_up_just_now = True
             return None
         log.info("source drained: %d batch(es) committed", self._writer.batches)
         return 0
 
-    def _watch(self, query: StreamingQuery, check_backlog: bool) -> bool:
-        """Wait for the query to end or a stop; True when a backlog calls for catching up."""
-        last_beat = last_check = 0.0
+    def _backlog_built_up(self, phase_s: float) -> bool:
+        """In the steady phase: True when it is time to catch up (or to stay caught up)."""
+        if self._backlog() <= BACKLOG_FILES:
+            return False
+        self._note_backlog(short=phase_s < 2 * BACKLOG_CHECK_S)
+        return True
+
+    def _note_backlog(self, short: bool) -> None:
+        """Count backlogs that came back at once; enough of them in a row mean overload."""
+        self._short_steady_phases = self._short_steady_phases + 1 if short else 0
+        if self._short_steady_phases >= OVERLOAD_SHORT_PHASES and not self._overloaded:
+            self._overloaded = True
+            log.info("files arrive faster than %d per micro-batch can take: staying at up to"
+                     " %d files per micro-batch until the flow slows down",
+                     self._options.max_files_per_trigger, self._options.catch_up_files)
+
+    def _flow_slowed_down(self, phase_s: float) -> bool:
+        """In the overloaded phase: True once the steady setting would keep up again."""
+        if phase_s < OVERLOAD_CALM_S:
+            return False
+        since = time.monotonic() - OVERLOAD_CALM_S
+        recent = [files for at, files in list(self._writer.recent_batches) if at >= since]
+        if recent and max(recent) > self._options.max_files_per_trigger:
+            return False
+        self._overloaded = False
+        self._short_steady_phases = 0
+        log.info("the flow slowed down: back to %d file(s) per micro-batch",
+                 self._options.max_files_per_trigger)
+        return True
+
+    def _watch(self, query: StreamingQuery, phase_over: Callable[[float], bool] | None
+               ) -> bool:
+        """Wait for the query to end or a stop; True when `phase_over` (asked every
+        BACKLOG_CHECK_S with the seconds the phase has run) says to start the next phase."""
+        started = last_check = time.time()
+        last_beat = 0.0
         while query.isActive and not self._stop.is_set():
             try:
                 query.awaitTermination(0.5)
@@ -590,9 +647,9 @@ class Supervisor:
                 write_heartbeat(self._options, self._started_at)
                 self._ignored.report()
                 last_beat = now
-            if check_backlog and now - last_check >= BACKLOG_CHECK_S:
+            if phase_over is not None and now - last_check >= BACKLOG_CHECK_S:
                 last_check = now
-                if query.isActive and self._backlog() > BACKLOG_FILES:
+                if query.isActive and phase_over(now - started):
                     return True
         return False
 

@@ -4,10 +4,11 @@ source folder: both keep every event exactly once."""
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 
-from conftest import (events_in_db, expected_events, kill_group, run_generator, run_job,
-                      start_job)
+from conftest import (PYTHON, ROOT, events_in_db, expected_events, kill_group, run_generator,
+                      run_job, start_job)
 
 
 def wait_for_files(database, count: int, job, log_path, seconds: float = 240) -> None:
@@ -39,6 +40,41 @@ def test_a_backlog_is_taken_in_big_batches_then_one_file_per_batch(tmp_path, dat
     assert sum(sizes) == 27
     assert max(sizes[:3]) == 10, sizes  # the backlog: full catch-up batches
     assert sizes[-2:] == [1, 1], sizes  # the steady flow: one file per batch again
+    ids = events_in_db(database)
+    assert len(ids) == len(set(ids)) and set(ids) == set(expected_events(source))
+
+
+def test_a_flow_faster_than_the_steady_query_stays_in_catch_up(tmp_path, database):
+    """20 files/s, far beyond one file per trigger: the job must not restart its query every
+    few seconds (it did, in a soak), but stay in big batches, and lose nothing."""
+    source, log_path = tmp_path / "data", tmp_path / "job.log"
+    source.mkdir()
+    job = start_job(database.job_env(), "--source", str(source), "--checkpoint",
+                    str(tmp_path / "ck"), "--catch-up-files", "50", log_path=log_path)
+    generator = subprocess.Popen([PYTHON, str(ROOT / "data_generator.py"), "--output-dir",
+                                  str(source), "--interval", "0.05", "--files", "1000",
+                                  "--seed", "45", "--quiet"])
+    try:
+        assert generator.wait(timeout=180) == 0
+        wait_for_files(database, 1000, job, log_path)
+        deadline = time.monotonic() + 120
+        while "the flow slowed down" not in log_path.read_text():
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(1)
+        # Back in the steady query: one file per micro-batch.
+        run_generator(source, "--files", "1", "--seed", "46")
+        wait_for_files(database, 1001, job, log_path)
+        job.send_signal(signal.SIGTERM)
+        assert job.wait(timeout=120) == 0
+    finally:
+        generator.kill()
+        kill_group(job)
+    log = log_path.read_text()
+    assert "files arrive faster than 1 per micro-batch can take" in log, log[-3000:]
+    assert log.count("catching up with up to 50 files") <= 3, log[-3000:]
+    last = database.query("SELECT file_count FROM ingest_batches ORDER BY committed_at DESC,"
+                          " batch_id DESC LIMIT 1")
+    assert last == [(1,)]
     ids = events_in_db(database)
     assert len(ids) == len(set(ids)) and set(ids) == set(expected_events(source))
 
