@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -79,11 +80,13 @@ class CheckpointLog:
     def _entries(self, log_offset: int) -> list[dict]:
         text = self._read(f"sources/0/{log_offset}")
         if text is None:
-            # Every tenth entry is compacted into `<n>.compact` holding all entries so far.
+            # Every compactInterval-th entry is written as `<n>.compact`, holding all entries so far.
             text = self._read(f"sources/0/{log_offset}{COMPACT_SUFFIX}")
         if text is None:
             text = self._latest_compact_after(log_offset)
-        entries = [json.loads(line) for line in text.splitlines()[1:] if line.strip()]
+        # A compact file holds every file ever read: parse only the lines that can be ours.
+        ours = re.compile(rf'"batchId"\s*:\s*{log_offset}\b').search
+        entries = [json.loads(line) for line in text.splitlines()[1:] if ours(line)]
         return [e for e in entries if int(e["batchId"]) == log_offset]
 
     def _latest_compact_after(self, log_offset: int) -> str:
