@@ -14,10 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
-import mysql.connector  # noqa: E402
-
-from pipeline.config import ConfigError, load_settings  # noqa: E402
-from pipeline.setup_db import connect  # noqa: E402
+from pipeline.setup_db import TablesUnreadable, read_pipeline_tables  # noqa: E402
 
 
 def fetch_batches(cursor, hours: float) -> list[tuple]:
@@ -63,18 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hours", type=float, default=24.0, help="how far back (default 24)")
     args = parser.parse_args(argv)
     try:
-        settings = load_settings()
-        conn = connect(settings.mysql, settings.mysql.user, settings.mysql.password,
-                       settings.mysql.database)
-        try:
-            batches = fetch_batches(conn.cursor(), args.hours)
-        finally:
-            conn.close()
-    except ConfigError as e:
+        batches = read_pipeline_tables(lambda cursor: fetch_batches(cursor, args.hours))
+    except TablesUnreadable as e:
         print(e, file=sys.stderr)
-        return 2
-    except mysql.connector.Error as e:
-        print(f"cannot read the pipeline tables: {e.msg}", file=sys.stderr)
         return 2
     draw(batches, args.output)
     print(f"wrote {args.output} ({len(batches)} batches)")

@@ -15,10 +15,7 @@ import argparse
 import json
 import sys
 
-import mysql.connector
-
-from pipeline.config import ConfigError, load_settings
-from pipeline.setup_db import connect
+from pipeline.setup_db import TablesUnreadable, read_pipeline_tables
 
 _FILES = """
 SELECT f.source_file, f.rows_read, f.rows_written, f.rows_rejected, f.rows_duplicate,
@@ -54,18 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     try:
-        settings = load_settings()
-        conn = connect(settings.mysql, settings.mysql.user, settings.mysql.password,
-                       settings.mysql.database)
-        try:
-            checked, problems = reconcile(conn.cursor())
-        finally:
-            conn.close()
-    except ConfigError as e:
+        checked, problems = read_pipeline_tables(reconcile)
+    except TablesUnreadable as e:
         print(e, file=sys.stderr)
-        return 2
-    except mysql.connector.Error as e:
-        print(f"cannot read the pipeline tables: {e.msg}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps({"files_checked": checked, "ok": not problems, "problems": problems}))

@@ -15,6 +15,7 @@ import logging
 import re
 import sys
 import time
+from typing import Callable, TypeVar
 
 import mysql.connector
 
@@ -38,6 +39,30 @@ def connect(target: MySQLSettings, user: str, password: str, database: str | Non
         options["ssl_verify_cert"] = target.ssl_mode in ("VERIFY_CA", "VERIFY_IDENTITY")
         options["ssl_verify_identity"] = target.ssl_mode == "VERIFY_IDENTITY"
     return mysql.connector.connect(**options)
+
+
+T = TypeVar("T")
+
+
+class TablesUnreadable(Exception):
+    """A reporting command could not read the pipeline tables; the message says why."""
+
+
+def read_pipeline_tables(read: Callable[..., T]) -> T:
+    """`read(cursor)` on the job's database as configured in env/.env, for the reporting
+    commands (status, reconcile, chart): a bad setting or a database error is one message."""
+    try:
+        settings = load_settings()
+        conn = connect(settings.mysql, settings.mysql.user, settings.mysql.password,
+                       settings.mysql.database)
+        try:
+            return read(conn.cursor())
+        finally:
+            conn.close()
+    except ConfigError as e:
+        raise TablesUnreadable(str(e)) from None
+    except mysql.connector.Error as e:
+        raise TablesUnreadable(f"cannot read the pipeline tables: {e.msg}") from None
 
 
 def quote_identifier(name: str) -> str:

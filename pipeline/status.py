@@ -19,11 +19,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import mysql.connector
-
 from pipeline.checkpoint import canonical_path
-from pipeline.config import ConfigError, load_settings
-from pipeline.setup_db import connect
+from pipeline.setup_db import TablesUnreadable, read_pipeline_tables
 
 HEARTBEAT_FILE = "_pipeline_heartbeat.json"  # written by pipeline.job.write_heartbeat
 RECENT_BATCHES = 200
@@ -207,23 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     output.add_argument("--brief", action="store_true", help="one line")
     args = parser.parse_args(argv)
     try:
-        settings = load_settings()
-        conn = connect(settings.mysql, settings.mysql.user, settings.mysql.password,
-                       settings.mysql.database)
-    except ConfigError as e:
+        status = read_pipeline_tables(lambda cursor: collect_status(
+            cursor, args.source.resolve(), args.checkpoint.resolve(), args.stale_after))
+    except TablesUnreadable as e:
         print(e, file=sys.stderr)
         return 2
-    except mysql.connector.Error as e:
-        print(f"cannot read the pipeline tables: {e.msg}", file=sys.stderr)
-        return 2
-    try:
-        status = collect_status(conn.cursor(), args.source.resolve(), args.checkpoint.resolve(),
-                                args.stale_after)
-    except mysql.connector.Error as e:
-        print(f"cannot read the pipeline tables: {e.msg}", file=sys.stderr)
-        return 2
-    finally:
-        conn.close()
     if args.json:
         print(json.dumps(asdict(status), indent=2, default=str))
     elif args.brief:
