@@ -267,9 +267,14 @@ def _dir_bytes(path: Path) -> int:
 SOAK_CHECKPOINT_KIB_PER_FILE = 1.0
 
 
-def _soak_caught_up(server: BenchServer, db, folder: Path) -> bool:
+def _files_written(folder: Path, archive: Path) -> int:
+    return (sum(1 for _ in folder.glob("events_*.csv"))
+            + sum(1 for _ in archive.rglob("events_*.csv")))
+
+
+def _soak_caught_up(server: BenchServer, db, folder: Path, archive: Path) -> bool:
     loaded = int(server.query("SELECT COUNT(*) FROM ingest_files", db.name)[0][0])
-    return loaded > 0 and len(list(folder.glob("events_*.csv"))) - loaded <= 2
+    return loaded > 0 and _files_written(folder, archive) - loaded <= 2
 
 
 def soak(ctx: Context, result: ScenarioResult) -> None:
@@ -280,12 +285,15 @@ def soak(ctx: Context, result: ScenarioResult) -> None:
     result.sizes = {"minutes": minutes, "file_every_s": ctx.soak_interval_s, "rows_per_file": 21,
                     "sample_every_s": sample_every}
     name = "soak_ours"
-    folder = work / name / "data"
+    folder, archive = work / name / "data", work / name / "archive"
     folder.mkdir(parents=True)
     checkpoint = work / f"{name}.checkpoint"
     db = server.create_ours(name)
-    job = ours_job(name, work, folder, checkpoint, server.port, db, server.ca_file,
-                   once=False, job_args=ctx.job_args)
+    # As a long-running job should run: Spark lists the whole source folder every trigger,
+    # so without cleaning, each trigger costs more as files pile up.
+    job = ours_job(name, work, folder, checkpoint, server.port, db, server.ca_file, once=False,
+                   job_args=[*ctx.job_args, "--clean-source", "archive",
+                             "--archive-dir", str(archive)])
     gen = JobProcess("soak_generator", [PYTHON, str(ROOT / "data_generator.py"), "--output-dir",
                                         str(folder), "--interval", str(ctx.soak_interval_s),
                                         "--seed", str(ctx.seed + 4), "--quiet"],
@@ -297,7 +305,7 @@ def soak(ctx: Context, result: ScenarioResult) -> None:
         # The clock starts once the job has caught up with the first files: JVM start-up and
         # warm-up would otherwise look like growth in the first samples.
         deadline = time.monotonic() + 180
-        while not _soak_caught_up(server, db, folder):
+        while not _soak_caught_up(server, db, folder, archive):
             if time.monotonic() > deadline or not job.running:
                 raise JobFailed(f"{name}: the job never caught up with the generator\n"
                                 f"{job.log_tail()}")
@@ -313,7 +321,7 @@ def soak(ctx: Context, result: ScenarioResult) -> None:
             rows, batches = server.query("SELECT COALESCE(SUM(rows_written), 0), COUNT(*)"
                                          " FROM ingest_batches", db.name)[0]
             files_read = int(server.query("SELECT COUNT(*) FROM ingest_files", db.name)[0][0])
-            waiting = len(list(folder.glob("events_*.csv"))) - files_read
+            waiting = _files_written(folder, archive) - files_read
             now = time.monotonic()
             samples.append({"t_s": round(now - t0, 1),
                             "java_rss_mib": round((job.java_rss_kib() or 0) / 1024, 1),
@@ -328,14 +336,14 @@ def soak(ctx: Context, result: ScenarioResult) -> None:
         gen.stop(grace=10)
         # Let the job drain what the generator wrote last, then stop it.
         deadline = time.monotonic() + 60
-        total = len(list(folder.glob("events_*.csv")))
+        total = _files_written(folder, archive)
         while time.monotonic() < deadline and int(server.query(
                 "SELECT COUNT(*) FROM ingest_files", db.name)[0][0]) < total:
             time.sleep(1)
     finally:
         gen.stop(grace=10)
         job.stop(grace=30)
-    run = ours_run(job, server, db, expected(folder))
+    run = ours_run(job, server, db, expected(folder, archive))
     run.span_s = None  # batches wait for the generator: a span per batch means nothing here
     result.runs.append(run)
     result.series["soak"] = samples
@@ -363,11 +371,14 @@ def soak(ctx: Context, result: ScenarioResult) -> None:
         params=(db.name,))[0][0])
     # Spark's file source logs every file it ever read (no retention exists for it), so the
     # checkpoint may grow with the files read, but by a small constant per file: not by
-    # copies of the whole log per batch.
-    per_file = end["checkpoint_kib"] / max(1, end["files_read"])
-    result.goals.append(Goal(f"checkpoint per file read <= {SOAK_CHECKPOINT_KIB_PER_FILE} KiB",
-                             per_file <= SOAK_CHECKPOINT_KIB_PER_FILE,
-                             f"{per_file:.2f} KiB ({end['checkpoint_kib']:.0f} KiB,"
+    # copies of the whole log per batch. Measured over the last third, past the start-up
+    # (the last 100 batches' offsets and commits are kept: a fixed cost, not growth).
+    start = samples[-third - 1] if len(samples) > third else samples[0]
+    per_file = (end["checkpoint_kib"] - start["checkpoint_kib"]) / max(
+        1, end["files_read"] - start["files_read"])
+    result.goals.append(Goal(f"checkpoint growth per file read <= {SOAK_CHECKPOINT_KIB_PER_FILE}"
+                             " KiB (last third)", per_file <= SOAK_CHECKPOINT_KIB_PER_FILE,
+                             f"{per_file:.2f} KiB (at the end {end['checkpoint_kib']:.0f} KiB,"
                              f" {end['checkpoint_files']} files, {end['files_read']} read)"))
     growth = (end["checkpoint_kib"] - samples[0]["checkpoint_kib"]) / max(
         1e-9, (end["t_s"] - samples[0]["t_s"]) / 60) if len(samples) > 1 else 0

@@ -36,9 +36,12 @@ def generate(folder: Path, files: int, events_per_file: int, seed: int) -> Expec
     return expected(folder)
 
 
-def expected(folder: Path) -> Expected:
-    """Rows with a non-empty user_id are the ones the plain design and our job keep."""
-    paths = sorted(folder.glob("events_*.csv"))
+def expected(folder: Path, archive: Path | None = None) -> Expected:
+    """Rows with a non-empty user_id are the ones the plain design and our job keep.
+
+    `archive`: where --clean-source archive moved files (under their original paths)."""
+    paths = sorted([*folder.glob("events_*.csv"),
+                    *(archive.rglob("events_*.csv") if archive else ())])
     rows, ids = 0, set()
     for path in paths:
         with path.open(newline="") as f:
