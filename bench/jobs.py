@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,8 +135,8 @@ class JobProcess:
                 pids.append(int(entry.name))
         return pids
 
-    def java_rss_kib(self) -> int | None:
-        """Resident memory of the job's JVM (the Spark driver), from /proc/<pid>/status."""
+    def _java_status(self) -> tuple[int, dict[str, str]] | None:
+        """Pid and /proc status fields of the job's JVM (the Spark driver)."""
         for pid in self.group_pids():
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
@@ -143,8 +144,28 @@ class JobProcess:
                 continue
             fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
             if fields.get("Name", "").strip() == "java" and "VmRSS" in fields:
-                return int(fields["VmRSS"].split()[0])
+                return pid, fields
         return None
+
+    def java_rss_kib(self) -> int | None:
+        """Resident memory of the job's JVM."""
+        java = self._java_status()
+        return int(java[1]["VmRSS"].split()[0]) if java else None
+
+    def java_live_heap_kib(self) -> int | None:
+        """Objects alive in the JVM's heap, from jcmd's class histogram (which runs a full GC
+        first). RSS alone cannot tell a leak from a heap the collector has not shrunk yet.
+        None without the JDK's jcmd (a JRE has none)."""
+        java, jcmd = self._java_status(), shutil.which("jcmd")
+        if java is None or jcmd is None:
+            return None
+        try:
+            out = subprocess.run([jcmd, str(java[0]), "GC.class_histogram"], capture_output=True,
+                                 text=True, timeout=60).stdout.split()
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        # The histogram ends with "Total <instances> <bytes>".
+        return int(out[-1]) // 1024 if len(out) >= 3 and out[-3] == "Total" else None
 
     def log_tail(self, lines: int = 25) -> str:
         try:

@@ -323,8 +323,10 @@ def soak(ctx: Context, result: ScenarioResult) -> None:
             files_read = int(server.query("SELECT COUNT(*) FROM ingest_files", db.name)[0][0])
             waiting = _files_written(folder, archive) - files_read
             now = time.monotonic()
+            live_heap = job.java_live_heap_kib()
             samples.append({"t_s": round(now - t0, 1),
                             "java_rss_mib": round((job.java_rss_kib() or 0) / 1024, 1),
+                            "java_live_heap_mib": round((live_heap or 0) / 1024, 1),
                             "checkpoint_kib": round(_dir_bytes(checkpoint) / 1024, 1),
                             "checkpoint_files": sum(1 for _ in checkpoint.rglob("*")),
                             "files_read": files_read,
@@ -348,7 +350,10 @@ def soak(ctx: Context, result: ScenarioResult) -> None:
     result.runs.append(run)
     result.series["soak"] = samples
     third = max(1, len(samples) // 3)
+    measured_heap = any(s["java_live_heap_mib"] for s in samples)
     for key, label, limit in (("java_rss_mib", "driver JVM RSS", 1.25),
+                              *((("java_live_heap_mib", "driver live heap", 1.25),)
+                                if measured_heap else ()),
                               ("rows_per_s", "throughput", None),
                               ("files_waiting", "files waiting", None)):
         first = sum(s[key] for s in samples[:third]) / third

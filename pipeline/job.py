@@ -177,6 +177,9 @@ def build_spark_session(settings: Settings, verbose: bool = False,
         .config("spark.sql.shuffle.partitions", "4")
         # A file deleted between listing and reading must not fail its batch forever.
         .config("spark.sql.files.ignoreMissingFiles", "true")
+        # Spark caches the file statuses of every micro-batch under a key never asked for
+        # again, up to 250 MB of driver heap; each file is read once, so cache nothing.
+        .config("spark.sql.hive.filesourcePartitionFileCacheSize", "0")
         .config("spark.ui.showConsoleProgress", "false")
     )
     for key, value in (LOCAL_CHECKPOINT_CONF.items() if local_checkpoint else ()):
