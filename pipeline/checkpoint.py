@@ -80,7 +80,7 @@ class CheckpointLog:
     def _entries(self, log_offset: int) -> list[dict]:
         text = self._read(f"sources/0/{log_offset}")
         if text is None:
-            # Every compactInterval-th entry is written as `<n>.compact`, holding all entries so far.
+            # Every compactInterval-th entry is `<n>.compact`, holding all entries so far.
             text = self._read(f"sources/0/{log_offset}{COMPACT_SUFFIX}")
         if text is None:
             text = self._latest_compact_after(log_offset)
