@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 TABLES = ("events", "events_rejected", "ingest_batches", "ingest_files")
 DUPLICATE_KEY = 1062
+# Warnings the server keeps per statement (its maximum); a LOAD DATA chunk has fewer rows.
+MAX_WARNINGS = 65535
 # SQLSTATE classes and MySQL error codes worth another attempt after a pause.
 _TRANSIENT_STATES = ("08", "40", "HYT")
 _TRANSIENT_CODES = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013}
@@ -455,8 +457,11 @@ class MySQLSink:
             self.tls_version = rows[0][1] if rows else ""
             packet, local_infile = self._query(conn, "SELECT @@max_allowed_packet,"
                                                      " @@local_infile")[0]
+            # Every warning of a LOAD DATA chunk must be readable to tell duplicates from
+            # rows the table refused (_load_events); a chunk is far below this many rows.
             self._execute(conn, "SET time_zone = '+00:00',"
-                                " sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'")
+                                " sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION',"
+                                f" max_error_count = {MAX_WARNINGS}")
             conn.commit()
         except Py4JJavaError as e:
             _, _, message, _ = _java_sql_error(e, self._gateway)
@@ -693,22 +698,30 @@ class MySQLSink:
     def _load_events(self, stmt, rows: int, tsv: str) -> int:
         """LOAD DATA LOCAL of one TSV chunk from memory; the number of new events.
 
-        LOCAL turns every data error into a warning, like IGNORE. The checks make values
-        fit the table, so any warning beyond the skipped duplicates means the table differs
-        from sql/001_schema.sql: the batch is refused rather than stored altered.
+        LOCAL turns every data error into a warning and skips the row, like IGNORE: a row
+        the table refuses (a constraint, a value that does not fit) would pass for a
+        duplicate if only the warnings were counted. So each warning's code is read, and
+        anything but a duplicate key refuses the batch rather than store it altered.
         """
         stmt.setLocalInfileInputStream(
             self._jvm.java.io.ByteArrayInputStream(tsv.encode("utf-8")))
         stmt.execute(_EVENTS_LOAD)
         loaded = stmt.getUpdateCount()
-        rs = stmt.executeQuery("SELECT @@warning_count")
-        rs.next()
-        warnings = rs.getLong(1)
+        if loaded == rows:
+            return loaded
+        rs = stmt.executeQuery("SHOW WARNINGS")
+        other = []
+        codes = 0
+        while rs.next():
+            codes += 1
+            if rs.getInt(2) != DUPLICATE_KEY:
+                other.append(f"{rs.getInt(2)} {rs.getString(3)}")
         rs.close()
-        if warnings > rows - loaded:
+        if other or codes != rows - loaded:
+            first = other[0] if other else f"{codes} warnings for {rows - loaded} skipped rows"
             raise BatchRejected(
-                f"LOAD DATA of {rows} events reported {warnings} warnings for"
-                f" {rows - loaded} duplicates: values did not fit the events table as given;"
+                f"LOAD DATA of {rows} events skipped {rows - loaded} rows that are not all"
+                f" duplicates ({first}): the events table refuses values the checks passed;"
                 " check it matches sql/001_schema.sql (nothing of this batch was committed)")
         return loaded
 
