@@ -70,7 +70,10 @@ def open_regular_file(path: Path) -> tuple[int, os.stat_result]:
 
     FileNotFoundError passes through: the caller records such a file as missing.
     """
-    mode = os.lstat(path).st_mode
+    try:
+        mode = os.lstat(path).st_mode
+    except PermissionError as e:  # a folder on the way that the job may not enter
+        raise FileRefused("unreadable", f"cannot look at it: {e.strerror}") from None
     if stat.S_ISLNK(mode):
         raise FileRefused("symlink", "a symbolic link: not followed, its target was not read")
     if not stat.S_ISREG(mode):
