@@ -159,6 +159,9 @@ class Settings:
     retry: RetrySettings
     spark_master: str | None
     bulk_load: bool = True  # MYSQL_BULK_LOAD: big batches through LOAD DATA LOCAL if allowed
+    # Read-only account of status, chart and reconcile (created by setup_db); "" = not set up.
+    report_user: str = ""
+    report_password: str = field(default="", repr=False)
 
     def describe(self) -> list[str]:
         """Effective configuration as printable lines, secrets masked."""
@@ -175,9 +178,13 @@ class Settings:
         ]
 
 
+def env_file_path() -> Path:
+    return Path(os.environ.get("PIPELINE_ENV_FILE", PROJECT_ROOT / ".env"))
+
+
 def load_environment(env_file: Path | None = None) -> dict[str, str]:
     """Merge `.env` (if present) under the real environment, which wins."""
-    path = env_file or Path(os.environ.get("PIPELINE_ENV_FILE", PROJECT_ROOT / ".env"))
+    path = env_file or env_file_path()
     values = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.exists() else {}
     values.update(os.environ)
     return values
@@ -311,6 +318,13 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         reader.problems.append(f"JDBC_URL_OPTIONS must be key=value pairs joined by '&': {e}")
         url_options = {}
     reader.problems.extend(url_option_problems(url_options))
+    report_user = reader.env.get("MYSQL_REPORT_USER", "").strip()
+    report_password = reader.env.get("MYSQL_REPORT_PASSWORD", "")
+    if report_user and report_user == mysql.user:
+        reader.problems.append("MYSQL_REPORT_USER must differ from MYSQL_USER: the reporting"
+                               " account only reads")
+    if report_user and not report_password:
+        reader.problems.append("MYSQL_REPORT_PASSWORD is not set (MYSQL_REPORT_USER is)")
     settings = Settings(
         mysql=mysql,
         driver_jar=_resolve_driver_jar(reader),
@@ -325,6 +339,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         ),
         spark_master=reader.env.get("SPARK_MASTER", "").strip() or None,
         bulk_load=reader.choice("MYSQL_BULK_LOAD", ("auto", "off"), "auto") == "auto",
+        report_user=report_user,
+        report_password=report_password,
     )
     if reader.problems:
         raise ConfigError(

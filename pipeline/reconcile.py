@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from pipeline.setup_db import TablesUnreadable, read_pipeline_tables
+from pipeline.dbclient import TablesUnreadable, read_pipeline_tables
 
 _FILES = """
 SELECT f.source_file, f.rows_read, f.rows_written, f.rows_rejected, f.rows_duplicate,

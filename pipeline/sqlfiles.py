@@ -7,6 +7,7 @@ from pathlib import Path
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 SCHEMA_FILE = SQL_DIR / "001_schema.sql"
 GRANTS_FILE = SQL_DIR / "002_pipeline_user.sql"
+REPORT_GRANTS_FILE = SQL_DIR / "003_report_user.sql"
 
 
 def read_statements(path: Path, **params: str) -> list[str]:

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pipeline.checkpoint import canonical_path
-from pipeline.setup_db import TablesUnreadable, read_pipeline_tables
+from pipeline.dbclient import TablesUnreadable, read_pipeline_tables
 
 HEARTBEAT_FILE = "_pipeline_heartbeat.json"  # written by pipeline.job.write_heartbeat
 RECENT_BATCHES = 200

@@ -223,3 +223,12 @@ def test_connector_j_3_accepts_the_mysql_scheme():
     url = build_url(settings().mysql, DriverInfo("org.mariadb.jdbc.Driver", 3))
     assert url.startswith("jdbc:mysql://") and "permitMysqlScheme=true" in url
 
+
+def test_reporting_account_settings():
+    s = settings(MYSQL_REPORT_USER="reporter", MYSQL_REPORT_PASSWORD="r3port-pw")
+    assert (s.report_user, s.report_password) == ("reporter", "r3port-pw")
+    assert "r3port-pw" not in repr(s)
+    with pytest.raises(ConfigError, match="MYSQL_REPORT_PASSWORD is not set"):
+        settings(MYSQL_REPORT_USER="reporter")
+    with pytest.raises(ConfigError, match="must differ from MYSQL_USER"):
+        settings(MYSQL_REPORT_USER="pipeline", MYSQL_REPORT_PASSWORD="x")
