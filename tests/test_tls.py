@@ -1,6 +1,7 @@
 """TLS against throwaway MariaDB servers of the test's own: one that requires secure transport
-(own CA, server certificate for localhost/127.0.0.1) and one without TLS at all. The job and
-the command-line tools must verify the server and refuse a session that is not encrypted."""
+(own CA, server certificate for localhost/127.0.0.1), one whose certificate names another host
+only, and one without TLS at all. The job and the command-line tools must verify the server and
+refuse a session that is not encrypted."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from conftest import PYTHON, ROOT, Database, Server, run_generator, run_job
 from pipeline.config import MySQLSettings
 from pipeline.setup_db import setup_database
-from support.mariadb_server import MariaDBServer
+from support.mariadb_server import MariaDBServer, make_tls_material
 
 
 def openssl(*args: str, cwd: Path) -> None:
@@ -230,3 +231,43 @@ def test_tools_refuse_a_server_without_tls(plain_server, tls_server, mode):
         # mysql-connector-python did log in without TLS; the check stopped everything after.
         assert "Ssl_cipher" in sent
 
+
+@pytest.fixture(scope="module")
+def wrong_name_server(tmp_path_factory):
+    """TLS-only MariaDB whose certificate names db.example.test only (not 127.0.0.1)."""
+    base = tmp_path_factory.mktemp("wrong-name")
+    tls = make_tls_material(base / "tls", hostnames=("db.example.test",), ips=())
+    with MariaDBServer(base / "server", tls=tls, require_secure_transport=True) as server:
+        db = Database(Server(server.host, server.port, server.admin_user, server.admin_password),
+                      "shop", "pipeline", "wrong-name-job-pw", "reporter", "wrong-name-rep-pw")
+        setup_database(MySQLSettings(host=server.host, port=server.port, database=db.name,
+                                     user=db.user, password=db.password, ssl_mode="VERIFY_CA",
+                                     ssl_ca=tls.ca_cert), server.admin_user,
+                       server.admin_password, report_user=db.report_user,
+                       report_password=db.report_password)
+        yield tls, db
+
+
+def test_a_certificate_for_another_name_fails_verify_identity(wrong_name_server, tmp_path):
+    tls, db = wrong_name_server
+    env = dict(MYSQL_SSL_MODE="VERIFY_IDENTITY", MYSQL_SSL_CA=str(tls.ca_cert))
+    done = run_tls_job(db, tmp_path, **env)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output[-3000:]
+    assert "does not name host '127.0.0.1'" in output, output[-3000:]
+    assert "Traceback" not in output and "\tat org." not in output
+    tool = run_tool(db, "status", **env)
+    assert tool.returncode == 2 and "127.0.0.1" in tool.stderr, tool.stderr
+
+
+def test_a_certificate_for_another_name_passes_verify_ca(wrong_name_server, tmp_path):
+    tls, db = wrong_name_server
+    env = dict(MYSQL_SSL_MODE="VERIFY_CA", MYSQL_SSL_CA=str(tls.ca_cert))
+    done = run_tls_job(db, tmp_path, **env)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "over TLSv1." in output
+    tool = run_tool(db, "status", "--json", "--source", str(tmp_path / "data"), "--checkpoint",
+                    str(tmp_path / "ck"), **env)
+    assert tool.returncode == 0, tool.stderr
+    assert '"events_total": 42' in tool.stdout
