@@ -24,9 +24,10 @@ import argparse
 import logging
 import sys
 
-from pipeline.config import ConfigError, load_settings
-from pipeline.job import DRIVER_BATCH_MAX_BYTES, JobError, JobOptions, run
-from pipeline.sink import SinkError
+from pipeline.config import load_settings
+from pipeline.errors import PipelineError
+from pipeline.job import DRIVER_BATCH_MAX_BYTES, JobOptions, run
+from pipeline.sink import CommitHooks
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -77,7 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, hooks: CommitHooks | None = None) -> int:
+    """Run the job; `hooks` are for tests that need to act at a chosen moment of a commit."""
     args = parse_args(argv)
     # force: under spark-submit something may have configured the root logger already.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
@@ -105,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         for line in settings.describe():
             logging.info("config  %s", line)
-        return run(settings, options)
-    except (ConfigError, JobError, SinkError) as e:
+        return run(settings, options, hooks)
+    except PipelineError as e:
         logging.error("%s", e)
         return 2
 

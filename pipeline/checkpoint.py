@@ -19,21 +19,29 @@ from urllib.parse import unquote, urlparse
 
 from pyspark.sql import SparkSession
 
+from pipeline.source_files import decode_uri
+
 COMPACT_SUFFIX = ".compact"
-
-
-def canonical_path(path: str) -> str:
-    """One spelling per file: Spark writes 'file:///a%20b' in its log, 'file:/a%20b' in rows."""
-    path = unquote(path)
-    return "file:/" + path[len("file:///"):] if path.startswith("file:///") else path
 
 
 @dataclass(frozen=True)
 class SourceFile:
-    """One input file of a batch, as Spark listed it."""
+    """One input file of a batch, as Spark listed it.
 
-    path: str
+    `uri` is Spark's spelling (percent-encoded), `name` the decoded one the tables hold,
+    `local_path` the file on this machine (None on hdfs://, s3a:// and the like).
+    """
+
+    uri: str
     modified_at: datetime
+
+    @property
+    def name(self) -> str:
+        return decode_uri(self.uri)[0]
+
+    @property
+    def local_path(self) -> Path | None:
+        return decode_uri(self.uri)[1]
 
 
 class CheckpointLog:
@@ -110,5 +118,5 @@ class CheckpointLog:
         for log_offset in range(start + 1, end + 1):
             for entry in self._entries(log_offset):
                 modified = datetime.fromtimestamp(entry["timestamp"] / 1000, tz=timezone.utc)
-                files.append(SourceFile(path=canonical_path(entry["path"]), modified_at=modified))
+                files.append(SourceFile(uri=entry["path"], modified_at=modified))
         return files

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from pipeline.errors import PipelineError
 from pipeline.schema import DEFAULT_EVENT_TYPES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +29,7 @@ DEFAULT_DRIVER_CLASS = "org.mariadb.jdbc.Driver"
 SYSTEM_DRIVER_JAR = Path("/usr/share/java/mariadb-java-client.jar")
 
 
-class ConfigError(Exception):
+class ConfigError(PipelineError):
     """A setting is missing or wrong; the message says which and what to do."""
 
 

@@ -10,16 +10,18 @@ import json
 import logging
 import os
 import signal
+import stat
 import sys
 import tempfile
 import threading
 import time
+import uuid
 import zipfile
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from operator import itemgetter
+from operator import attrgetter
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
@@ -29,13 +31,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
-from pipeline.checkpoint import CheckpointLog, SourceFile, canonical_path
+from pipeline.checkpoint import CheckpointLog, SourceFile
 from pipeline.config import PROJECT_ROOT, Settings
+from pipeline.errors import FileRefused, PipelineError
 from pipeline.prefetch import prefetched
-from pipeline.sink import BatchPayload, BatchResult, FilePayload, MySQLSink, SinkError
-from pipeline.transforms import (EVENTS_JSON, EVENTS_TSV, file_chunks, local_file_lines,
-                                 raw_lines, to_payload_chunks)
-from pipeline.validation import KIND_EVENT
+from pipeline.sink import (BatchPayload, BatchRejected, BatchResult, CommitHooks, FilePayload,
+                           MySQLSink, SinkError)
+from pipeline.source_files import LocalFile, decode_uri
+from pipeline.transforms import EVENTS_JSON, EVENTS_TSV, file_chunks, raw_lines, to_payload_chunks
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,7 @@ LOCAL_CHECKPOINT_CONF = {
 DRIVER_BATCH_MAX_BYTES = 4 * 1024 * 1024
 
 
-class JobError(Exception):
+class JobError(PipelineError):
     """The job cannot start or run; the message says what to fix."""
 
 
@@ -161,8 +164,11 @@ def build_spark_session(settings: Settings, verbose: bool = False,
     # Python workers need this interpreter's packages (the venv's pyarrow), not python3's.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not launched by spark-submit
+        master = settings.spark_master or "local[*]"
+        for key, value in loopback_conf(master, os.environ).items():
+            builder = builder.config(key, value)
         builder = (
-            builder.master(settings.spark_master or "local[*]")
+            builder.master(master)
             .config("spark.jars", str(settings.driver_jar))
             .config("spark.driver.extraJavaOptions",
                     f"-Dlog4j.configurationFile=file:{LOG4J_CONFIG}")
@@ -181,6 +187,8 @@ def build_spark_session(settings: Settings, verbose: bool = False,
         # again, up to 250 MB of driver heap; each file is read once, so cache nothing.
         .config("spark.sql.hive.filesourcePartitionFileCacheSize", "0")
         .config("spark.ui.showConsoleProgress", "false")
+        # The UI's kill links would let anyone who reaches the port stop the job's query.
+        .config("spark.ui.killEnabled", "false")
     )
     for key, value in (LOCAL_CHECKPOINT_CONF.items() if local_checkpoint else ()):
         builder = builder.config(key, value)
@@ -189,6 +197,23 @@ def build_spark_session(settings: Settings, verbose: bool = False,
     spark.sparkContext.setLogLevel("INFO" if verbose else "WARN")
     ship_package(spark)
     return spark
+
+
+LOOPBACK = "127.0.0.1"
+
+
+def loopback_conf(master: str, env: dict[str, str] | os._Environ) -> dict[str, str]:
+    """Keep a local-mode Spark (UI, driver RPC, block manager) on the loopback address.
+
+    Spark binds all three to every interface unless told otherwise; the UI listens on
+    SPARK_LOCAL_IP only, read from the JVM's environment, so it is set in ours before the
+    JVM starts. A SPARK_LOCAL_IP the user set wins, and so does a cluster master, whose
+    executors on other hosts must reach the driver (docs/security.md says how to bind then).
+    """
+    if env.get("SPARK_LOCAL_IP") or not master.startswith("local"):
+        return {}
+    env["SPARK_LOCAL_IP"] = LOOPBACK
+    return {"spark.driver.bindAddress": LOOPBACK, "spark.driver.host": LOOPBACK}
 
 
 @contextmanager
@@ -242,8 +267,60 @@ def read_lines(spark: SparkSession, options: JobOptions, files_per_trigger: int)
             .select(F.col("_metadata.file_path").alias("source_file"), F.col("value")))
 
 
+ROUTE_DRIVER, ROUTE_STREAMED, ROUTE_SPARK = "driver", "driver, streamed", "spark"
+
+
+def read_local_payload(source: SourceFile, settings: Settings, chunk_bytes: int,
+                       event_format: str = EVENTS_JSON) -> FilePayload:
+    """One local file read and checked on the driver: its rows, or why it has none."""
+    payload = FilePayload(source.name, source.modified_at)
+    for kind, rows, text in _checked_chunks(source, payload, settings, chunk_bytes,
+                                            event_format):
+        payload.add(kind, rows, text)
+    return payload
+
+
+def _checked_chunks(source: SourceFile, target: FilePayload, settings: Settings,
+                    chunk_bytes: int, event_format: str) -> Iterator[tuple[str, int, str]]:
+    """(kind, rows, payload) chunks of one local file; marks `target` missing or
+    quarantined instead when the file is gone or not a regular file, and sets its facts.
+
+    FileRefused escapes only when the file changed while it was read: its chunks may be
+    sent already, so the caller must take the whole batch back.
+    """
+    try:
+        local = LocalFile(source.local_path)
+    except FileNotFoundError:
+        target.mark_missing()
+        log.warning("%s disappeared before it could be read; recorded as missing", source.name)
+        return
+    except FileRefused as e:
+        target.quarantine(e.reason, e.detail)
+        log.warning("%s quarantined as a whole: %s", source.name, e)
+        return
+    for kind, _chunk, rows, text in file_chunks(
+            local.lines(), settings.event_types, settings.source_time_zone,
+            event_format=event_format, chunk_bytes=chunk_bytes):
+        yield kind, rows, text
+    target.facts = local.facts()
+
+
+def _regular_file_size(path: Path) -> int | None:
+    """Size of a regular file (links not followed); None for anything else or nothing."""
+    try:
+        status = os.lstat(path)
+    except OSError:
+        return 0
+    return status.st_size if stat.S_ISREG(status.st_mode) else None
+
+
 class BatchWriter:
-    """The foreachBatch function: prepare the batch in Spark, commit it through the sink."""
+    """The foreachBatch function: the story of one batch, from its files to the commit.
+
+    files (Spark's checkpoint log) -> route (decided once) -> checked chunks -> sink commit;
+    if the database refuses the batch's data, its files are written one by one and the one
+    that fails is quarantined as a whole, so no file can stop the stream.
+    """
 
     def __init__(self, sink: MySQLSink, checkpoint: CheckpointLog, settings: Settings,
                  driver_batch_max_bytes: int = DRIVER_BATCH_MAX_BYTES):
@@ -260,8 +337,13 @@ class BatchWriter:
         # (monotonic time, files) of recent batches: tells the supervisor the input rate.
         self.recent_batches: deque[tuple[float, int]] = deque(maxlen=10000)
 
+    @property
+    def query_id(self) -> str | None:
+        return self._query_id
+
     def set_query_id(self, query_id: str) -> None:
-        self._query_id = query_id
+        """Spark's query id keys the ledger and goes into SQL text: a UUID, nothing else."""
+        self._query_id = str(uuid.UUID(query_id))
         self._query_id_ready.set()
 
     def close_after_current_batch(self) -> None:
@@ -297,101 +379,146 @@ class BatchWriter:
             raise SinkError("the query id never became known; cannot key the batch ledger")
         files = self._checkpoint.files_of_batch(batch_id)
         self.recent_batches.append((time.monotonic(), len(files)))
-        if self._streamed(files):
-            self._write_streamed(files, batch_id, started_at)
-            return
-        payload = {f.path: FilePayload(f.path, f.modified_at) for f in files}
-        chunks, where = self._chunks(batch_df, files)
-        for source_file, kind, _chunk, rows, text in sorted(chunks, key=itemgetter(2)):
-            # A file the log did not list is still accounted for, never dropped.
-            path = canonical_path(source_file)
-            target = payload.setdefault(path, FilePayload(path, None))
-            if kind == KIND_EVENT:
-                target.rows_valid += rows
-                target.event_chunks.append(text)
-            else:
-                target.rows_rejected += rows
-                target.reject_chunks.append(text)
-        for f in payload.values():
-            # No rows: an empty file, or one that vanished after Spark listed it (Spark skips
-            # it with ignoreMissingFiles rather than fail this batch on every restart).
-            if not f.rows_valid + f.rows_rejected and not self._checkpoint.exists(f.source_file):
-                f.missing = True
-                log.warning("batch %d: %s disappeared before it could be read; recorded as"
-                            " missing", batch_id, f.source_file)
-        prepare_ms = int((time.monotonic() - t0) * 1000)
-        batch = BatchPayload(self._query_id, batch_id, list(payload.values()), started_at,
-                             prepare_ms)
-        result = self._sink.commit_batch(batch)
+        route = self.route(files)
+        if route == ROUTE_STREAMED:
+            batch, result, route = self._write_streamed(files, batch_id, started_at)
+        else:
+            payloads = (self._read_on_driver(files) if route == ROUTE_DRIVER
+                        else self._read_in_spark(batch_df, files))
+            batch = BatchPayload(self._query_id, batch_id, payloads, started_at,
+                                 int((time.monotonic() - t0) * 1000))
+            try:
+                result = self._sink.commit_batch(batch)
+            except BatchRejected as e:
+                result = self._commit_file_by_file(batch, e, self._commit_one_file)
         self.batches += 1
-        log_batch(batch, result, where)
+        log_batch(batch, result, route)
 
-    def _streamed(self, files: list[SourceFile]) -> bool:
-        """True for a batch of local files over --driver-batch-max-bytes (when that is not 0)."""
-        local = [_local_path(f.path) for f in files]
-        if not files or not all(local) or self._driver_batch_max_bytes <= 0:
-            return False
-        sizes = [p.stat().st_size if p.exists() else 0 for p in local]
-        return sum(sizes) > self._driver_batch_max_bytes
+    def route(self, files: list[SourceFile]) -> str:
+        """Where a batch is read and checked; decided here only.
 
-    def _write_streamed(self, files: list[SourceFile], batch_id: int,
-                        started_at: datetime) -> None:
+        A Spark task costs about 0.3 s of fixed Python-worker overhead, far more than
+        checking a few KB, and one file is never split across tasks anyway. So batches of
+        local files are read right here on the driver: in one go up to
+        --driver-batch-max-bytes, streamed chunk by chunk while the database writes above
+        it. Files on hdfs://, s3a:// (or every batch, with --driver-batch-max-bytes 0) go
+        through Spark, except a local batch holding something Spark must not open (a
+        FIFO would block its task, a link would be followed): the driver refuses those.
+        """
+        paths = [f.local_path for f in files]
+        if not all(paths):
+            return ROUTE_SPARK
+        sizes = [_regular_file_size(p) for p in paths]
+        if self._driver_batch_max_bytes <= 0:
+            return ROUTE_SPARK if None not in sizes else ROUTE_DRIVER
+        total = sum(size or 0 for size in sizes)
+        return ROUTE_STREAMED if total > self._driver_batch_max_bytes else ROUTE_DRIVER
+
+    def _read_on_driver(self, files: list[SourceFile]) -> list[FilePayload]:
+        return [read_local_payload(f, self._settings, self._sink.chunk_max_bytes)
+                for f in files]
+
+    def _read_in_spark(self, batch_df: DataFrame, files: list[SourceFile]
+                       ) -> list[FilePayload]:
+        """Every file's chunks made by Spark tasks, then gathered here by file."""
+        chunks = to_payload_chunks(raw_lines(batch_df), self._settings.event_types,
+                                   self._settings.source_time_zone,
+                                   chunk_bytes=self._sink.chunk_max_bytes).collect()
+        payloads = {f.name: FilePayload(f.name, f.modified_at) for f in files}
+        for chunk in sorted(chunks, key=attrgetter("chunk")):
+            name = decode_uri(chunk.source_file)[0]
+            # A file the log did not list is still accounted for, never dropped.
+            payloads.setdefault(name, FilePayload(name, None)).add(
+                chunk.kind, chunk.rows, chunk.payload)
+        for f in files:
+            target = payloads[f.name]
+            if target.rows_valid + target.rows_rejected:
+                continue
+            # No rows: an empty file, or one that vanished after Spark listed it (Spark
+            # skips it with ignoreMissingFiles rather than fail this batch on every restart).
+            if not self._checkpoint.exists(f.uri):
+                target.mark_missing()
+                log.warning("%s disappeared before it could be read; recorded as missing",
+                            f.name)
+        for f in files:  # what Spark read, described from the same file's bytes
+            if f.local_path is not None and not payloads[f.name].missing:
+                probe = read_local_payload(f, self._settings, self._sink.chunk_max_bytes)
+                payloads[f.name].facts = probe.facts
+        return list(payloads.values())
+
+    def record_refused_entry(self, name: str, reason: str, detail: str) -> None:
+        """Quarantine an entry of the source folder that no batch will ever hold."""
+        entry = FilePayload(name, None)
+        entry.quarantine(reason, detail)
+        batch = BatchPayload(self._query_id, -1, [entry], datetime.now(timezone.utc), 0)
+        with self._lock:
+            self._commit_one_file(batch, entry)
+
+    def _commit_one_file(self, batch: BatchPayload, f: FilePayload) -> BatchResult:
+        return self._sink.commit_batch(BatchPayload(batch.query_id, batch.batch_id, [f],
+                                                    batch.started_at, batch.prepare_ms),
+                                       ledger=False)
+
+    def _commit_file_by_file(self, batch: BatchPayload, error: Exception,
+                             commit_file: Callable[[BatchPayload, FilePayload], BatchResult]
+                             ) -> BatchResult:
+        """Write a refused batch's files one transaction each, then its ledger row.
+
+        A file that still fails alone is quarantined as a whole with the error. Each file's
+        transaction holds its `ingest_files` row, so a replay after a crash skips the files
+        already written; the ledger row comes last.
+        """
+        log.warning("batch %d: %s; writing its %d file(s) one by one to isolate the cause",
+                    batch.batch_id, error, len(batch.files))
+        for f in batch.files:
+            try:
+                commit_file(batch, f)
+            except (BatchRejected, FileRefused) as e:
+                reason = e.reason if isinstance(e, FileRefused) else "database_rejected"
+                f.quarantine(reason, str(e))
+                log.warning("batch %d: %s quarantined as a whole: %s", batch.batch_id,
+                            f.source_file, e)
+                self._commit_one_file(batch, f)
+        return self._sink.commit_ledger(batch)
+
+    def _write_streamed(self, files: list[SourceFile], batch_id: int, started_at: datetime
+                        ) -> tuple[BatchPayload, BatchResult, str]:
         """Check a big batch on the driver, chunk by chunk, while the sink writes.
 
         One file is one Spark task anyway, so Spark would add nothing but a wait: checks
         and write run one after the other there. Here they overlap, on two cores.
         """
         batch = BatchPayload(self._query_id, batch_id,
-                             [FilePayload(f.path, f.modified_at) for f in files], started_at, 0)
+                             [FilePayload(f.name, f.modified_at) for f in files], started_at, 0)
         event_format = EVENTS_TSV if self._sink.bulk_load else EVENTS_JSON
+        sources = dict(zip((f.source_file for f in batch.files), files))
 
-        def checked() -> Iterator[tuple[str, str, int, str]]:
-            t0 = time.monotonic()
-            for f, target in zip(files, batch.files):
-                try:
-                    lines = local_file_lines(_local_path(f.path))
-                except FileNotFoundError:
-                    target.missing = True
-                    log.warning("batch %d: %s disappeared before it could be read; recorded"
-                                " as missing", batch_id, f.path)
-                    continue
-                for kind, _chunk, rows, text in file_chunks(
-                        lines, self._settings.event_types, self._settings.source_time_zone,
-                        event_format=event_format):
-                    yield f.path, kind, rows, text
-            batch.prepare_ms = int((time.monotonic() - t0) * 1000)
+        def stream(targets: list[FilePayload], ledger: bool) -> BatchResult:
+            def checked() -> Iterator[tuple[str, str, int, str]]:
+                t0 = time.monotonic()
+                for target in targets:
+                    for kind, rows, text in _checked_chunks(
+                            sources[target.source_file], target, self._settings,
+                            self._sink.chunk_max_bytes, event_format):
+                        yield target.source_file, kind, rows, text
+                batch.prepare_ms = int((time.monotonic() - t0) * 1000)
 
-        with prefetched(checked(), name=f"checks-batch-{batch_id}") as chunks:
-            result = self._sink.commit_streamed(batch, chunks, event_format)
-        self.batches += 1
-        log_batch(batch, result, "driver, streamed" + (" as LOAD DATA" if
-                                                       event_format == EVENTS_TSV else ""))
+            part = BatchPayload(batch.query_id, batch_id, targets, started_at, 0)
+            with prefetched(checked(), name=f"checks-batch-{batch_id}") as chunks:
+                return self._sink.commit_streamed(part, chunks, event_format, ledger=ledger)
 
-    def _chunks(self, batch_df: DataFrame, files: list[SourceFile]) -> tuple[list[tuple], str]:
-        """(source_file, kind, chunk, rows, payload) of every file, and where they were made.
+        def commit_file(_batch: BatchPayload, target: FilePayload) -> BatchResult:
+            target.rows_valid = target.rows_rejected = 0
+            return stream([target], ledger=False)
 
-        A Spark task costs about 0.3 s of fixed Python-worker overhead, far more than
-        checking a few KB, and one file is never split across tasks anyway. So a small batch
-        of local files is read and checked right here on the driver, by the same code
-        (`file_chunks`); files on hdfs://, s3a:// (or every batch, with
-        --driver-batch-max-bytes 0) go through Spark.
-        """
-        local = [_local_path(f.path) for f in files]
-        if files and all(local) and self._driver_batch_max_bytes > 0:
-            sizes = [p.stat().st_size if p.exists() else 0 for p in local]
-            if sum(sizes) <= self._driver_batch_max_bytes:
-                chunks = []
-                for f, path in zip(files, local):
-                    try:
-                        lines = list(local_file_lines(path))
-                    except FileNotFoundError:
-                        continue  # recorded as missing, as Spark's ignoreMissingFiles would
-                    chunks.extend((f.path, *c) for c in file_chunks(
-                        lines, self._settings.event_types, self._settings.source_time_zone))
-                return chunks, "driver"
-        rows = to_payload_chunks(raw_lines(batch_df), self._settings.event_types,
-                                 self._settings.source_time_zone).collect()
-        return [(r.source_file, r.kind, r.chunk, r.rows, r.payload) for r in rows], "spark"
+        try:
+            result = stream(batch.files, ledger=True)
+        except (BatchRejected, FileRefused) as e:
+            for target in batch.files:
+                target.rows_valid = target.rows_rejected = 0
+            result = self._commit_file_by_file(batch, e, commit_file)
+        route = ROUTE_STREAMED + (" as LOAD DATA" if event_format == EVENTS_TSV else "")
+        return batch, result, route
 
 
 def log_batch(batch: BatchPayload, result: BatchResult, where: str) -> None:
@@ -453,12 +580,12 @@ def start_query(lines: DataFrame, writer: BatchWriter, options: JobOptions,
     return query
 
 
-def run(settings: Settings, options: JobOptions) -> int:
+def run(settings: Settings, options: JobOptions, hooks: CommitHooks | None = None) -> int:
     """Run the job until the source is drained (--once) or a signal stops it. Exit code."""
     options = check_paths(options)
     spark = build_spark_session(settings, options.verbose, options.prometheus,
                                 local_checkpoint=_local_path(options.checkpoint) is not None)
-    sink = MySQLSink(spark, settings)
+    sink = MySQLSink(spark, settings, hooks)
     try:
         sink.connect()
         sink.ensure_schema()
@@ -489,10 +616,15 @@ def files_newer_than(folder: Path, newest: datetime | None) -> list[Path]:
 
 
 class IgnoredFileReporter:
-    """Says once per name which files in the source folder the job will never read."""
+    """Says once per name which entries of the source folder the job will never read.
 
-    def __init__(self, options: JobOptions):
+    A directory named like a source file is one Spark never lists: it is recorded as
+    quarantined (through `record`), so it shows in the tables, not only in a log.
+    """
+
+    def __init__(self, options: JobOptions, record: Callable[[str, str, str], None]):
         self._folder = _local_path(options.source)
+        self._record = record
         self._seen: set[str] = set()
 
     def report(self) -> None:
@@ -500,11 +632,22 @@ class IgnoredFileReporter:
             return
         for path in self._folder.iterdir():
             name = path.name
-            if (name in self._seen or name.startswith((".", "_")) or path.is_dir()
-                    or fnmatch.fnmatch(name, SOURCE_GLOB)):
+            if name in self._seen or name.startswith((".", "_")):
                 continue
+            if fnmatch.fnmatch(name, SOURCE_GLOB):
+                if path.is_dir():
+                    try:
+                        self._record("file:" + str(path), "not_a_regular_file",
+                                     "a directory: only regular files are read")
+                    except PipelineError as e:
+                        log.warning("could not record directory %s yet: %s", path, e)
+                        continue
+                    log.warning("quarantined %s: a directory, not a file", path)
+                    self._seen.add(name)
+                continue
+            if not path.is_dir():
+                log.warning("ignoring %s: only files named %s are read", path, SOURCE_GLOB)
             self._seen.add(name)
-            log.warning("ignoring %s: only files named %s are read", path, SOURCE_GLOB)
 
 
 def write_heartbeat(options: JobOptions, started_at: float) -> None:
@@ -539,7 +682,7 @@ class Supervisor:
         self._options = options
         self._stop = threading.Event()
         self._started_at = time.time()
-        self._ignored = IgnoredFileReporter(options)
+        self._ignored = IgnoredFileReporter(options, writer.record_refused_entry)
         self._announced = False
         self._overloaded = False
         self._short_steady_phases = 0
@@ -590,6 +733,7 @@ class Supervisor:
         self._writer.reopen()
         query = start_query(read_lines(self._spark, options, files), self._writer, options,
                             available_now)
+        self._ignored.report()
         if not self._announced:
             log.info("streaming %s/%s -> MySQL, checkpoint %s, query id %s, Spark UI %s",
                      options.source, SOURCE_GLOB, options.checkpoint, query.id,

@@ -1,68 +1,177 @@
-"""Check that every row of every file is accounted for, and print any file where it is not.
+"""Check every file against the tables and against its own bytes; print any that does not agree.
 
 Usage:
-    python -m pipeline.reconcile [--json]
+    python -m pipeline.reconcile [--archive-dir DIR] [--json]
 
-For every file in `ingest_files`: rows_read = rows_written + rows_rejected + rows_duplicate,
-and rows_rejected equals its rows in `events_rejected`. Over all files, the rows written
-equal the rows in `events` (the job is the only writer of that table). Exit 0 when all
-hold, 1 when any does not, 2 when the database cannot be read.
+For every file in `ingest_files`:
+- its counts add up: rows_read = rows_written + rows_rejected + rows_duplicate, and its
+  rejected rows are in `events_rejected`; over all files the rows written are the rows in
+  `events` (the job is the only writer of that table);
+- the file itself, still in its folder or archived under --archive-dir (as the job's
+  `--clean-source archive` leaves it), is read again: its size, physical lines and SHA-256
+  must be what the job recorded when it read it, so a file appended to, overwritten or read
+  wrongly shows; and a file recorded as loaded with 0 rows must hold no data line.
+
+The recount here is independent of the job's reader: a regular expression counts line ends,
+and data lines are non-blank lines after an optional header.
+Exit 0 when all hold, 1 when any does not, 2 when the database cannot be read.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import re
 import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from pipeline.dbclient import TablesUnreadable, read_pipeline_tables
+from pipeline.schema import EVENT_FIELDS
 
 _FILES = """
-SELECT f.source_file, f.rows_read, f.rows_written, f.rows_rejected, f.rows_duplicate,
-       coalesce(r.quarantined, 0)
+SELECT f.source_file, f.status, f.rows_read, f.rows_written, f.rows_rejected, f.rows_duplicate,
+       coalesce(r.quarantined, 0), f.file_bytes, f.file_lines, f.file_sha256
 FROM ingest_files f
 LEFT JOIN (SELECT source_file, count(*) AS quarantined FROM events_rejected
-           GROUP BY source_file) r ON r.source_file = f.source_file
+           WHERE line_number IS NOT NULL GROUP BY source_file) r ON r.source_file = f.source_file
 """
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_BLANK = re.compile(rb"[ \t\f\v]*")
 
 
-def reconcile(cursor) -> tuple[int, list[str]]:
-    """(files checked, problems), each problem naming a file or the whole table."""
-    cursor.execute(_FILES)
-    files = cursor.fetchall()
+@dataclass(frozen=True)
+class Recount:
+    """A file's bytes as this module sees them, without the job's reader."""
+
+    size: int
+    lines: int
+    data_lines: int
+    sha256: str
+    prefix_sha256: str | None  # of the first `recorded` bytes, when the file is longer
+
+    @classmethod
+    def of(cls, data: bytes, recorded_size: int | None) -> Recount:
+        pieces = _LINE_END.split(data)
+        if pieces[-1] == b"":  # the file ends with a line end, or is empty
+            pieces.pop()
+        non_blank = sum(1 for piece in pieces if not _BLANK.fullmatch(piece))
+        first = pieces[0].decode("utf-8", "replace").lstrip("\ufeff") if pieces else ""
+        names = sorted(name.strip().strip('"').lower() for name in first.split(","))
+        data_lines = non_blank - (1 if names == sorted(EVENT_FIELDS) else 0)
+        prefix = None
+        if recorded_size is not None and len(data) > recorded_size:
+            prefix = hashlib.sha256(data[:recorded_size]).hexdigest()
+        return cls(len(data), len(pieces), data_lines, hashlib.sha256(data).hexdigest(), prefix)
+
+
+@dataclass
+class Report:
+    files: int = 0
+    checked_on_disk: int = 0
+    not_on_disk: list[str] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def locate(source_file: str, archive_dir: Path | None) -> Path | None:
+    """The file named in the tables, in its folder or archived; None when neither exists."""
+    if not source_file.startswith("file:"):
+        return None  # hdfs://, s3a://: not read back here
+    path = Path(source_file[len("file:"):])
+    candidates = [path]
+    if archive_dir is not None:
+        candidates.append(archive_dir / path.relative_to(path.anchor))
+    for candidate in candidates:
+        if candidate.is_file() and not candidate.is_symlink():
+            return candidate
+    return None
+
+
+def check_bytes(name: str, status: str, rows_read: int, recorded: tuple, path: Path
+                ) -> list[str]:
+    """What differs between the recorded facts of a file and the file at `path`."""
+    size, lines, sha = recorded
+    recount = Recount.of(path.read_bytes(), size)
+    if sha is not None and recount.sha256 != sha:
+        if recount.prefix_sha256 == sha:
+            return [f"{name}: appended to after it was loaded ({recount.size - size} bytes"
+                    " more than were read): load the new lines as a file of their own"]
+        return [f"{name}: changed after it was loaded (recorded {size} bytes, SHA-256"
+                f" {sha[:12]}…; the file has {recount.size} bytes, {recount.sha256[:12]}…)"]
     problems = []
-    for path, read, written, rejected, duplicate, quarantined in files:
+    if size is not None and recount.size != size:
+        problems.append(f"{name}: recorded {size} bytes but the file has {recount.size}")
+    if lines is not None and recount.lines != lines:
+        problems.append(f"{name}: recorded {lines} lines but the file has {recount.lines}")
+    if status == "loaded" and rows_read == 0 and recount.data_lines:
+        problems.append(f"{name}: recorded as loaded with 0 rows, but it has"
+                        f" {recount.data_lines} data line(s)")
+    elif status == "loaded" and rows_read > recount.data_lines:
+        problems.append(f"{name}: {rows_read} rows recorded, more than its"
+                        f" {recount.data_lines} data line(s)")
+    return problems
+
+
+def reconcile(cursor, archive_dir: Path | None = None) -> Report:
+    """Every check above; each problem names a file or the whole table."""
+    cursor.execute(_FILES)
+    rows = cursor.fetchall()
+    report = Report(files=len(rows))
+    for name, status, read, written, rejected, duplicate, quarantined, *facts in rows:
         if read != written + rejected + duplicate:
-            problems.append(f"{path}: read {read} != written {written} + rejected {rejected}"
-                            f" + duplicate {duplicate}")
+            report.problems.append(f"{name}: read {read} != written {written} + rejected"
+                                   f" {rejected} + duplicate {duplicate}")
         if rejected != quarantined:
-            problems.append(f"{path}: {rejected} rejected but {quarantined} rows in"
-                            " events_rejected")
+            report.problems.append(f"{name}: {rejected} rejected but {quarantined} rows in"
+                                   " events_rejected")
+        if status == "quarantined":
+            report.quarantined.append(name)
+        if status == "missing" or (status == "quarantined" and facts[0] is None):
+            continue
+        path = locate(name, archive_dir)
+        if path is None:
+            report.not_on_disk.append(name)
+            continue
+        report.checked_on_disk += 1
+        report.problems.extend(check_bytes(name, status, read, tuple(facts), path))
     cursor.execute("SELECT count(*) FROM events")
     events = cursor.fetchone()[0]
-    written = sum(row[2] for row in files)
+    written = sum(row[3] for row in rows)
     if events != written:
-        problems.append(f"events holds {events} rows but the files report {written} written")
-    return len(files), problems
+        report.problems.append(f"events holds {events} rows but the files report {written}"
+                               " written")
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--archive-dir", type=Path, metavar="DIR",
+                        help="where the job's --clean-source archive moved loaded files")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     try:
-        checked, problems = read_pipeline_tables(reconcile)
+        report = read_pipeline_tables(lambda cursor: reconcile(cursor, args.archive_dir))
     except TablesUnreadable as e:
         print(e, file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps({"files_checked": checked, "ok": not problems, "problems": problems}))
+        print(json.dumps({"files_checked": report.files, "ok": not report.problems,
+                          "checked_on_disk": report.checked_on_disk,
+                          "not_on_disk": report.not_on_disk,
+                          "quarantined": report.quarantined, "problems": report.problems}))
     else:
-        for problem in problems:
+        for problem in report.problems:
             print(problem)
-        print(f"{checked} file(s) checked: "
-              + ("every row accounted for" if not problems else f"{len(problems)} problem(s)"))
-    return 1 if problems else 0
+        for name in report.quarantined:
+            print(f"{name}: quarantined as a whole (see ingest_files.status_reason)")
+        print(f"{report.files} file(s) checked: "
+              + ("every row accounted for" if not report.problems
+                 else f"{len(report.problems)} problem(s)")
+              + f"; {report.checked_on_disk} compared with their bytes on disk,"
+                f" {len(report.not_on_disk)} no longer on disk")
+    return 1 if report.problems else 0
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ from dotenv import dotenv_values
 
 from pipeline.config import ConfigError, MySQLSettings, env_file_path, is_local_host, load_settings
 from pipeline.dbclient import NotEncrypted, connect
-from pipeline.sqlfiles import GRANTS_FILE, REPORT_GRANTS_FILE, SCHEMA_FILE, read_statements
+from pipeline.sqlfiles import (COLUMNS_QUERY, GRANTS_FILE, REPORT_GRANTS_FILE, SCHEMA_FILE,
+                               read_statements, upgrade_statements)
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,9 @@ def setup_database(target: MySQLSettings, admin_user: str, admin_password: str,
                     " CHARACTER SET utf8mb4")
         cur.execute(f"USE {quote_identifier(target.database)}")
         for statement in read_statements(SCHEMA_FILE):
+            cur.execute(statement)
+        cur.execute(COLUMNS_QUERY)
+        for statement in upgrade_statements({(t, c) for t, c in cur.fetchall()}):
             cur.execute(statement)
         hosts = account_hosts(cur, target, user_host)
         if not all(_HOST.fullmatch(h) for h in hosts):

@@ -17,13 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
-import signal
 import subprocess
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -35,9 +32,11 @@ from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
 from pipeline.config import Settings
+from pipeline.errors import PipelineError
 from pipeline.jdbc import (TRUSTSTORE_PASSWORD, DriverInfo, build_url, unsupported_driver,
                            version_numbers)
-from pipeline.sqlfiles import SCHEMA_FILE, read_statements
+from pipeline.source_files import FileFacts
+from pipeline.sqlfiles import COLUMNS_QUERY, SCHEMA_FILE, read_statements, upgrade_statements
 from pipeline.transforms import EVENTS_TSV
 from pipeline.validation import KIND_EVENT
 
@@ -45,11 +44,14 @@ log = logging.getLogger(__name__)
 
 TABLES = ("events", "events_rejected", "ingest_batches", "ingest_files")
 DUPLICATE_KEY = 1062
+# Warnings the server keeps per statement (its maximum); a LOAD DATA chunk has fewer rows.
+MAX_WARNINGS = 65535
 # SQLSTATE classes and MySQL error codes worth another attempt after a pause.
 _TRANSIENT_STATES = ("08", "40", "HYT")
 _TRANSIENT_CODES = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013}
 _TRANSIENT_CLASSES = ("SQLTransient", "SQLRecoverable", "SQLNonTransientConnection",
                       "CommunicationsException", "SocketTimeout", "ConnectException")
+_TOO_LARGE_CODES = {1153, 1301}
 
 
 # Driver classes loaded from a jar, per JVM: py4j caches reflection by class name, so a second
@@ -57,19 +59,19 @@ _TRANSIENT_CLASSES = ("SQLTransient", "SQLRecoverable", "SQLNonTransientConnecti
 _LOADED_DRIVER_CLASSES: dict[tuple[int, str, str], object] = {}
 
 
-def _crash_point(name: str) -> None:
-    """Test hook: with PIPELINE_TEST_CRASH=<name>, kill -9 the job here now and then.
+class CommitHooks:
+    """Called around each transaction's COMMIT. The job passes none; the crash tests pass
+    one that kills the job at the two moments that matter: before the transaction reached
+    the database, and after it committed but before Spark recorded the batch."""
 
-    Lets the crash tests hit the two moments that matter: before the batch's transaction
-    reached the database, and after it committed but before Spark recorded the batch.
-    """
-    if os.environ.get("PIPELINE_TEST_CRASH") == name and \
-            random.random() < float(os.environ.get("PIPELINE_TEST_CRASH_RATE", "0.3")):
-        log.warning("PIPELINE_TEST_CRASH: killing the job %s", name.replace("_", " "))
-        os.killpg(os.getpgrp(), signal.SIGKILL)
+    def before_commit(self, batch_id: int) -> None:
+        """Right before the batch's last statements and COMMIT are sent."""
+
+    def after_commit(self, batch_id: int) -> None:
+        """Right after COMMIT returned."""
 
 
-class SinkError(Exception):
+class SinkError(PipelineError):
     """The database cannot take the batch; the message says why and what to check."""
 
 
@@ -77,25 +79,65 @@ class DatabaseUnreachable(SinkError):
     """The server did not answer; worth retrying after a pause."""
 
 
+class BatchRejected(SinkError):
+    """The server refused the batch's data (a data error, a statement too large): no retry
+    can cure it, but writing the batch's files one by one isolates the file that causes it."""
+
+
 class _TransientError(Exception):
     pass
 
 
+FILE_LOADED, FILE_MISSING, FILE_QUARANTINED = "loaded", "missing", "quarantined"
+
+
 @dataclass
 class FilePayload:
-    """One source file of a batch: its rows as JSON arrays (text), ready for JSON_TABLE."""
+    """One source file of a batch: its rows as JSON arrays (text), ready for JSON_TABLE.
+
+    `facts` are the size, lines and hash of what was read (local files). A quarantined file
+    keeps no rows: `reason` and `detail` say why it was refused as a whole.
+    """
 
     source_file: str
     modified_at: datetime | None
-    missing: bool = False
+    status: str = FILE_LOADED
     rows_valid: int = 0
     rows_rejected: int = 0
     event_chunks: list[str] = field(default_factory=list)
     reject_chunks: list[str] = field(default_factory=list)
+    facts: FileFacts | None = None
+    reason: str | None = None
+    detail: str | None = None
 
     @property
     def key(self) -> str:
         return sha256(self.source_file.encode("utf-8")).hexdigest()
+
+    @property
+    def missing(self) -> bool:
+        return self.status == FILE_MISSING
+
+    def add(self, kind: str, rows: int, text: str) -> None:
+        if kind == KIND_EVENT:
+            self.rows_valid += rows
+            self.event_chunks.append(text)
+        else:
+            self.rows_rejected += rows
+            self.reject_chunks.append(text)
+
+    def mark_missing(self) -> None:
+        self._drop_rows()
+        self.status = FILE_MISSING
+
+    def quarantine(self, reason: str, detail: str) -> None:
+        """Refuse the whole file: none of its rows is written, the reason is recorded."""
+        self._drop_rows()
+        self.status, self.reason, self.detail = FILE_QUARANTINED, reason, detail[:512]
+
+    def _drop_rows(self) -> None:
+        self.rows_valid = self.rows_rejected = 0
+        self.event_chunks, self.reject_chunks = [], []
 
 
 @dataclass
@@ -179,48 +221,80 @@ FROM JSON_TABLE({json}, '$[*]' COLUMNS (line_no BIGINT PATH '$[0]', reason VARCH
   detail VARCHAR(512) PATH '$[2]', raw_line TEXT PATH '$[3]')) AS j"""
 
 
-def batch_statements(batch: BatchPayload, attempts: int, skipped: int,
-                     written: dict[str, int] | None = None) -> list[str]:
-    """The batch's transaction as statements, COMMIT excluded.
+def _number(value: int | None) -> str:
+    return "NULL" if value is None else str(int(value))
 
-    Written and duplicate counts are computed by the server (ROW_COUNT() after each upsert,
-    with the connection reporting affected rather than found rows), so the script needs no
-    answer before it can go on. A streamed batch has sent its rows already and passes the
-    events `written` per file key: the script is then just the file and ledger rows.
-    """
-    qid, bid = batch.query_id, batch.batch_id
-    statements = ["SET @batch_written = 0, @batch_duplicate = 0"
-                  + (", @batch_started = NOW(6)" if written is None else "")]
-    for f in batch.files:
-        if written is not None:
-            statements.append(f"SET @written = {written.get(f.key, 0)}")
-        else:
-            statements.append("SET @written = 0")
-            for chunk in f.event_chunks:
-                statements.append(_EVENTS_INSERT.format(json=_text(chunk)))
-                statements.append("SET @written = @written + ROW_COUNT()")
-            statements.extend(_rejects_insert(batch, f, chunk) for chunk in f.reject_chunks)
+
+def file_statements(batch: BatchPayload, f: FilePayload, written: int | None = None
+                    ) -> list[str]:
+    """A file's rows (unless a streamed batch sent them: then `written` is their count) and
+    its `ingest_files` row; adds its figures to @batch_written and @batch_duplicate."""
+    statements = []
+    if written is not None:
+        statements.append(f"SET @written = {written}")
+    else:
+        statements.append("SET @written = 0")
+        for chunk in f.event_chunks:
+            statements.append(_EVENTS_INSERT.format(json=_text(chunk)))
+            statements.append("SET @written = @written + ROW_COUNT()")
+        statements.extend(_rejects_insert(batch, f, chunk) for chunk in f.reject_chunks)
+    if f.status == FILE_QUARANTINED:
         statements.append(
-            "INSERT INTO ingest_files (file_key, source_file, file_modified_at, query_id, batch_id,"
-            " rows_read, rows_written, rows_rejected, rows_duplicate, status, committed_at)"
-            f" VALUES ('{f.key}', {_text(f.source_file)}, {_when(f.modified_at)}, '{qid}', {bid},"
-            f" {f.rows_valid + f.rows_rejected}, @written, {f.rows_rejected},"
-            f" {f.rows_valid} - @written, '{'missing' if f.missing else 'loaded'}',"
-            " UTC_TIMESTAMP(6))")
-        statements.append(f"SET @batch_written = @batch_written + @written,"
-                          f" @batch_duplicate = @batch_duplicate + {f.rows_valid} - @written")
-    newest = max((f.modified_at for f in batch.files if f.modified_at), default=None)
+            "INSERT INTO events_rejected (source_file, line_number, reason, detail, raw_line,"
+            f" query_id, batch_id, rejected_at) VALUES ({_text(f.source_file)}, NULL,"
+            f" {_text(f.reason or '')}, {_text(f.detail or '')}, NULL, '{batch.query_id}',"
+            f" {batch.batch_id}, UTC_TIMESTAMP(6))")
+    facts = f.facts
+    sha = f"'{facts.sha256}'" if facts else "NULL"
     statements.append(
+        "INSERT INTO ingest_files (file_key, source_file, file_modified_at, query_id, batch_id,"
+        " rows_read, rows_written, rows_rejected, rows_duplicate, status, status_reason,"
+        " status_detail, file_bytes, file_lines, file_sha256, committed_at)"
+        f" VALUES ('{f.key}', {_text(f.source_file)}, {_when(f.modified_at)},"
+        f" '{batch.query_id}', {batch.batch_id}, {f.rows_valid + f.rows_rejected}, @written,"
+        f" {f.rows_rejected}, {f.rows_valid} - @written, '{f.status}',"
+        f" {_text(f.reason) if f.reason else 'NULL'},"
+        f" {_text(f.detail) if f.detail else 'NULL'}, {_number(facts and facts.size)},"
+        f" {_number(facts and facts.lines)}, {sha},"
+        " UTC_TIMESTAMP(6))")
+    statements.append(f"SET @batch_written = @batch_written + @written,"
+                      f" @batch_duplicate = @batch_duplicate + {f.rows_valid} - @written")
+    return statements
+
+
+def ledger_statement(batch: BatchPayload, attempts: int, skipped: int) -> str:
+    """The batch's `ingest_batches` row; its written and duplicate counts are the server's."""
+    newest = max((f.modified_at for f in batch.files if f.modified_at), default=None)
+    return (
         "INSERT INTO ingest_batches (query_id, batch_id, file_count, files_skipped, rows_read,"
         " rows_written, rows_rejected, rows_duplicate, newest_file_at, started_at, prepare_ms,"
         " write_ms, attempts, committed_at, source_files) VALUES ("
-        f"'{qid}', {bid}, {len(batch.files)}, {skipped},"
+        f"'{batch.query_id}', {batch.batch_id}, {len(batch.files)}, {skipped},"
         f" {sum(f.rows_valid + f.rows_rejected for f in batch.files)}, @batch_written,"
         f" {sum(f.rows_rejected for f in batch.files)}, @batch_duplicate, {_when(newest)},"
         f" {_when(batch.started_at)}, {batch.prepare_ms},"
         f" TIMESTAMPDIFF(MICROSECOND, @batch_started, NOW(6)) DIV 1000, {attempts},"
         " UTC_TIMESTAMP(6),"
         f" {_text(json.dumps([f.source_file for f in batch.files]))})")
+
+
+def batch_statements(batch: BatchPayload, attempts: int, skipped: int,
+                     written: dict[str, int] | None = None, ledger: bool = True) -> list[str]:
+    """The batch's transaction as statements, COMMIT excluded.
+
+    Written and duplicate counts are computed by the server (ROW_COUNT() after each upsert,
+    with the connection reporting affected rather than found rows), so the script needs no
+    answer before it can go on. A streamed batch has sent its rows already and passes the
+    events `written` per file key: the script is then just the file and ledger rows.
+    Without `ledger`, only the files are written (a batch written file by file).
+    """
+    statements = ["SET @batch_written = 0, @batch_duplicate = 0"
+                  + (", @batch_started = NOW(6)" if written is None else "")]
+    for f in batch.files:
+        statements.extend(file_statements(
+            batch, f, None if written is None else written.get(f.key, 0)))
+    if ledger:
+        statements.append(ledger_statement(batch, attempts, skipped))
     return statements
 
 
@@ -239,6 +313,12 @@ def _java_sql_error(exc: Py4JJavaError, gateway) -> tuple[str, int, str, str]:
         current = current.getCause()
     top = exc.java_exception
     return "", 0, str(top.getMessage()), top.getClass().getName()
+
+
+def _is_too_large(code: int, message: str) -> bool:
+    """A statement over max_allowed_packet: the server (1153, 1301) or the driver refused it.
+    Some drivers close the connection for it, which must not pass for an outage."""
+    return code in _TOO_LARGE_CODES or "max_allowed_packet" in message
 
 
 def _is_transient(state: str, code: int, class_name: str) -> bool:
@@ -280,8 +360,10 @@ def explain_connect_failure(message: str, settings: Settings) -> SinkError:
 class MySQLSink:
     """Writes micro-batches transactionally through one JDBC connection on the driver."""
 
-    def __init__(self, spark: SparkSession, settings: Settings):
+    def __init__(self, spark: SparkSession, settings: Settings,
+                 hooks: CommitHooks | None = None):
         self._spark = spark
+        self._hooks = hooks or CommitHooks()
         self._jvm = spark._jvm
         self._gateway = spark.sparkContext._gateway
         self._settings = settings
@@ -293,9 +375,17 @@ class MySQLSink:
         # Batches commit on Spark's callback thread; the job's backlog check runs on its own.
         self._conn_lock = threading.RLock()
         self._packet_limit = 4 * 1024 * 1024
+        # Room in a statement for the text around a chunk: names, the ledger's columns.
+        self._statement_overhead = 16 * 1024
         self.tls_version = ""
         # Known once connected: big batches go through LOAD DATA LOCAL (see commit_streamed).
         self.bulk_load = False
+
+    @property
+    def chunk_max_bytes(self) -> int:
+        """The most UTF-8 bytes one chunk of rows may have: it travels hex-encoded (twice
+        its size) inside one statement, which must stay below the server's packet limit."""
+        return max(4096, (self._packet_limit - self._statement_overhead) // 2)
 
     def _bulk_load_wanted(self) -> bool:
         """LOAD DATA LOCAL from a stream: MariaDB Connector/J only (MySQL's is untested here)."""
@@ -386,8 +476,11 @@ class MySQLSink:
             self.tls_version = rows[0][1] if rows else ""
             packet, local_infile = self._query(conn, "SELECT @@max_allowed_packet,"
                                                      " @@local_infile")[0]
+            # Every warning of a LOAD DATA chunk must be readable to tell duplicates from
+            # rows the table refused (_load_events); a chunk is far below this many rows.
             self._execute(conn, "SET time_zone = '+00:00',"
-                                " sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'")
+                                " sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION',"
+                                f" max_error_count = {MAX_WARNINGS}")
             conn.commit()
         except Py4JJavaError as e:
             _, _, message, _ = _java_sql_error(e, self._gateway)
@@ -413,12 +506,20 @@ class MySQLSink:
 
     # -- schema -------------------------------------------------------------------------
     def ensure_schema(self) -> None:
-        """Create missing tables from sql/001_schema.sql, or say who must."""
+        """Create missing tables from sql/001_schema.sql and add columns newer versions
+        need, or say who must."""
         missing = self.missing_tables()
         if not missing:
-            return
-        log.info("creating missing tables: %s", ", ".join(missing))
-        statements = read_statements(SCHEMA_FILE)
+            present = {(str(t), str(c)) for t, c in self._query(self._conn, COLUMNS_QUERY)}
+            self._conn.rollback()
+            statements = upgrade_statements(present)
+            if not statements:
+                return
+            missing = [s.split(" ADD COLUMN ")[1].split()[0] for s in statements]
+            log.info("adding missing columns: %s", ", ".join(missing))
+        else:
+            log.info("creating missing tables: %s", ", ".join(missing))
+            statements = read_statements(SCHEMA_FILE)
         try:
             for statement in statements:
                 self._execute(self._conn, statement)
@@ -426,7 +527,7 @@ class MySQLSink:
         except Py4JJavaError as e:
             _, _, message, _ = _java_sql_error(e, self._gateway)
             raise SinkError(
-                f"tables {', '.join(missing)} are missing and user {self._settings.mysql.user}"
+                f"tables or columns {', '.join(missing)} are missing and user {self._settings.mysql.user}"
                 f" cannot create them ({message.splitlines()[0]}): run"
                 " `python -m pipeline.setup_db` with an admin account, or apply"
                 " sql/001_schema.sql") from None
@@ -439,13 +540,43 @@ class MySQLSink:
         return [t for t in TABLES if t not in present]
 
     # -- batches ------------------------------------------------------------------------
-    def commit_batch(self, batch: BatchPayload) -> BatchResult:
-        """Make the batch durable exactly once, retrying transient failures with backoff."""
+    def commit_batch(self, batch: BatchPayload, ledger: bool = True) -> BatchResult:
+        """Make the batch durable exactly once, retrying transient failures with backoff.
+
+        Without `ledger` only its files are written (one of a batch written file by file);
+        `commit_ledger` then closes the batch. BatchRejected: the data was refused.
+        """
         with self._conn_lock:
-            return self._with_retries(batch, lambda attempt: self._commit_once(batch, attempt))
+            return self._with_retries(
+                batch, lambda attempt: self._commit_once(batch, attempt, ledger))
+
+    def commit_ledger(self, batch: BatchPayload) -> BatchResult:
+        """The ledger row of a batch whose files were committed one by one before.
+
+        Its totals are summed from those files' rows, in the same transaction.
+        """
+        where = f"query_id = '{batch.query_id}' AND batch_id = {batch.batch_id}"
+        statements = [
+            "SET @batch_started = NOW(6),"
+            f" @batch_written = (SELECT coalesce(sum(rows_written), 0) FROM ingest_files"
+            f" WHERE {where}), @batch_duplicate = (SELECT coalesce(sum(rows_duplicate), 0)"
+            f" FROM ingest_files WHERE {where})",
+            ledger_statement(batch, 1, 0)]
+
+        def once(attempt: int) -> BatchResult:
+            try:
+                counts = self._run_transaction(statements)
+            except Py4JJavaError as e:
+                self._rollback_after(e, batch)
+                return BatchResult(replayed=True, attempts=attempt)
+            return BatchResult(replayed=False, rows_written=counts[0],
+                               rows_duplicate=counts[1], attempts=attempt)
+
+        with self._conn_lock:
+            return self._with_retries(batch, once)
 
     def commit_streamed(self, batch: BatchPayload, chunks: Iterable[Chunk],
-                        event_format: str) -> BatchResult:
+                        event_format: str, ledger: bool = True) -> BatchResult:
         """Make a big batch durable exactly once while its later rows are still being checked.
 
         `batch.files` come without rows; `chunks` yields each file's (source_file, kind, rows,
@@ -458,7 +589,8 @@ class MySQLSink:
         stream = _ChunkStream(batch, iter(chunks))
         with self._conn_lock:
             return self._with_retries(
-                batch, lambda attempt: self._stream_once(batch, stream, event_format, attempt))
+                batch, lambda attempt: self._stream_once(batch, stream, event_format, attempt,
+                                                         ledger))
 
     def _with_retries(self, batch: BatchPayload,
                       commit_once: Callable[[int], BatchResult]) -> BatchResult:
@@ -470,6 +602,9 @@ class MySQLSink:
                     self.connect()
                 result = commit_once(attempt)
                 return replace(result, db_ms=int((time.monotonic() - started) * 1000))
+            except BatchRejected:
+                self.close()  # the server may have dropped the connection with its refusal
+                raise
             except (_TransientError, DatabaseUnreachable) as e:
                 self.close()
                 if attempt == retry.max_attempts:
@@ -483,21 +618,21 @@ class MySQLSink:
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
-    def _commit_once(self, batch: BatchPayload, attempt: int) -> BatchResult:
+    def _commit_once(self, batch: BatchPayload, attempt: int, ledger: bool) -> BatchResult:
         skipped = 0
         while True:
-            statements = batch_statements(batch, attempt, skipped)
+            statements = batch_statements(batch, attempt, skipped, ledger=ledger)
             try:
-                _crash_point("before_commit")
+                self._hooks.before_commit(batch.batch_id)
                 counts = self._run_transaction(statements)
-                _crash_point("after_commit")
+                self._hooks.after_commit(batch.batch_id)
                 return BatchResult(replayed=False, rows_written=counts[0],
                                    rows_duplicate=counts[1], files_skipped=skipped,
                                    attempts=attempt)
             except Py4JJavaError as e:
                 self._rollback_after(e, batch)
             # A ledger or file row already exists: a replay, or files loaded before.
-            if self._batch_committed(batch):
+            if ledger and self._batch_committed(batch):
                 return BatchResult(replayed=True, attempts=attempt)
             done = self._files_already_loaded(batch)
             if not done:
@@ -511,24 +646,30 @@ class MySQLSink:
             batch = BatchPayload(batch.query_id, batch.batch_id,
                                  [f for f in batch.files if f.key not in done],
                                  batch.started_at, batch.prepare_ms)
+            if not ledger and not batch.files:
+                return BatchResult(replayed=True, files_skipped=skipped, attempts=attempt)
 
     def _rollback_after(self, error: Py4JJavaError, batch: BatchPayload) -> None:
         """Roll back after a failed statement; return only for a duplicate key."""
         state, code, message, class_name = _java_sql_error(error, self._gateway)
         self._rollback_quietly()
         if code != DUPLICATE_KEY:
+            first_line = message.splitlines()[0] if message else class_name
+            if _is_too_large(code, message):
+                raise BatchRejected(f"database refused a statement of batch {batch.batch_id}"
+                                    f" as too large: {first_line}") from None
             if _is_transient(state, code, class_name):
-                raise _TransientError(message.splitlines()[0]) from None
-            raise SinkError(f"database rejected batch {batch.batch_id}: "
-                            f"{message.splitlines()[0]}") from None
+                raise _TransientError(first_line) from None
+            raise BatchRejected(f"database rejected batch {batch.batch_id}: {first_line}"
+                                ) from None
 
     def _stream_once(self, batch: BatchPayload, stream: _ChunkStream, event_format: str,
-                     attempt: int) -> BatchResult:
+                     attempt: int, ledger: bool) -> BatchResult:
         written: dict[str, int] = {}
         stmt = self._conn.createStatement()
         try:
             # Ask first: sending a big batch only to find it committed before wastes minutes.
-            if self._batch_committed(batch):
+            if ledger and self._batch_committed(batch):
                 return BatchResult(replayed=True, attempts=attempt)
             done = self._files_already_loaded(batch)
             for f in batch.files:
@@ -559,14 +700,14 @@ class MySQLSink:
         kept = BatchPayload(batch.query_id, batch.batch_id,
                             [f for f in batch.files if f.key not in done],
                             batch.started_at, batch.prepare_ms)
-        statements = batch_statements(kept, attempt, len(done), written)
+        statements = batch_statements(kept, attempt, len(done), written, ledger=ledger)
         try:
-            _crash_point("before_commit")
+            self._hooks.before_commit(batch.batch_id)
             counts = self._run_transaction(statements)
-            _crash_point("after_commit")
+            self._hooks.after_commit(batch.batch_id)
         except Py4JJavaError as e:
             self._rollback_after(e, batch)
-            if self._batch_committed(batch):
+            if ledger and self._batch_committed(batch):
                 return BatchResult(replayed=True, attempts=attempt)
             raise SinkError(f"batch {batch.batch_id}: its files were loaded by another job"
                             " while it was written; nothing of it was committed") from None
@@ -576,22 +717,30 @@ class MySQLSink:
     def _load_events(self, stmt, rows: int, tsv: str) -> int:
         """LOAD DATA LOCAL of one TSV chunk from memory; the number of new events.
 
-        LOCAL turns every data error into a warning, like IGNORE. The checks make values
-        fit the table, so any warning beyond the skipped duplicates means the table differs
-        from sql/001_schema.sql: the batch is refused rather than stored altered.
+        LOCAL turns every data error into a warning and skips the row, like IGNORE: a row
+        the table refuses (a constraint, a value that does not fit) would pass for a
+        duplicate if only the warnings were counted. So each warning's code is read, and
+        anything but a duplicate key refuses the batch rather than store it altered.
         """
         stmt.setLocalInfileInputStream(
             self._jvm.java.io.ByteArrayInputStream(tsv.encode("utf-8")))
         stmt.execute(_EVENTS_LOAD)
         loaded = stmt.getUpdateCount()
-        rs = stmt.executeQuery("SELECT @@warning_count")
-        rs.next()
-        warnings = rs.getLong(1)
+        if loaded == rows:
+            return loaded
+        rs = stmt.executeQuery("SHOW WARNINGS")
+        other = []
+        codes = 0
+        while rs.next():
+            codes += 1
+            if rs.getInt(2) != DUPLICATE_KEY:
+                other.append(f"{rs.getInt(2)} {rs.getString(3)}")
         rs.close()
-        if warnings > rows - loaded:
-            raise SinkError(
-                f"LOAD DATA of {rows} events reported {warnings} warnings for"
-                f" {rows - loaded} duplicates: values did not fit the events table as given;"
+        if other or codes != rows - loaded:
+            first = other[0] if other else f"{codes} warnings for {rows - loaded} skipped rows"
+            raise BatchRejected(
+                f"LOAD DATA of {rows} events skipped {rows - loaded} rows that are not all"
+                f" duplicates ({first}): the events table refuses values the checks passed;"
                 " check it matches sql/001_schema.sql (nothing of this batch was committed)")
         return loaded
 
@@ -680,8 +829,3 @@ class MySQLSink:
             return rows
         finally:
             stmt.close()
-
-
-def new_query_id_is_valid(query_id: str) -> str:
-    """Spark's query id, checked to be a UUID before it is written into SQL text."""
-    return str(uuid.UUID(query_id))

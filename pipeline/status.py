@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline.checkpoint import canonical_path
 from pipeline.dbclient import TablesUnreadable, read_pipeline_tables
 
 HEARTBEAT_FILE = "_pipeline_heartbeat.json"  # written by pipeline.job.write_heartbeat
@@ -81,8 +80,8 @@ def waiting_files(source: Path, loaded: set[str]) -> list[Path]:
     """Files in the source folder that no committed batch has loaded yet."""
     if not source.is_dir():
         return []
-    return [p for p in source.glob("events_*.csv")
-            if canonical_path(f"file:{p.resolve()}") not in loaded]
+    folder = source.resolve()
+    return [p for p in source.glob("events_*.csv") if f"file:{folder / p.name}" not in loaded]
 
 
 def collect_status(cursor, source: Path, checkpoint: Path, stale_after_s: float) -> Status:
@@ -105,7 +104,7 @@ def collect_status(cursor, source: Path, checkpoint: Path, stale_after_s: float)
                    " ORDER BY count(*) DESC")
     by_reason = {reason: int(n) for reason, n in cursor.fetchall()}
     cursor.execute("SELECT source_file FROM ingest_files")
-    loaded = {canonical_path(row[0]) for row in cursor.fetchall()}
+    loaded = {row[0] for row in cursor.fetchall()}
 
     latencies = [float(b["latency_s"]) for b in recent if b["latency_s"] is not None]
     last_commit = recent[0]["committed_at"] if recent else None

@@ -17,7 +17,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS events_rejected (
   id          BIGINT        NOT NULL AUTO_INCREMENT,
   source_file VARCHAR(2048) NOT NULL,
-  line_number BIGINT        NULL COMMENT '1-based physical line in the file; blank lines count',
+  line_number BIGINT        NULL COMMENT '1-based physical line where the record starts; NULL: the whole file',
   reason      VARCHAR(32)   NOT NULL,
   detail      VARCHAR(512)  NULL,
   raw_line    TEXT          NULL COMMENT 'the line as read, invalid UTF-8 replaced, cut at 16000 characters',
@@ -53,6 +53,8 @@ CREATE TABLE IF NOT EXISTS ingest_batches (
 
 -- Per-file accounting: rows_read = rows_written + rows_rejected + rows_duplicate.
 -- A file is loaded once whatever happens to the checkpoint: file_key is SHA-256 of source_file.
+-- file_bytes, file_lines and file_sha256 describe the bytes the job read; `pipeline.reconcile`
+-- compares them with the file on disk (or its archived copy).
 CREATE TABLE IF NOT EXISTS ingest_files (
   file_key         CHAR(64)      NOT NULL,
   source_file      VARCHAR(2048) NOT NULL,
@@ -63,8 +65,13 @@ CREATE TABLE IF NOT EXISTS ingest_files (
   rows_written     BIGINT        NOT NULL,
   rows_rejected    BIGINT        NOT NULL,
   rows_duplicate   BIGINT        NOT NULL,
-  status           VARCHAR(16)   NOT NULL COMMENT 'loaded, or missing: gone before Spark read it',
+  status           VARCHAR(16)   NOT NULL COMMENT 'loaded; missing: gone before it was read; quarantined: refused as a whole',
   committed_at     DATETIME(6)   NOT NULL,
+  status_reason    VARCHAR(32)   NULL COMMENT 'why a file was quarantined (a reason code)',
+  status_detail    VARCHAR(512)  NULL,
+  file_bytes       BIGINT        NULL COMMENT 'bytes read (local files)',
+  file_lines       BIGINT        NULL COMMENT 'physical lines read: ends are \n, \r\n or \r',
+  file_sha256      CHAR(64)      NULL COMMENT 'SHA-256 of the bytes read',
   PRIMARY KEY (file_key),
   KEY ingest_files_batch (query_id, batch_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

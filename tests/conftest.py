@@ -184,10 +184,19 @@ def run_job(env: dict[str, str], *args: str, submit: bool = False,
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def start_job(env: dict[str, str], *args: str, log_path: Path) -> subprocess.Popen:
-    """Start spark_streaming.py in its own process group (so a kill reaches the JVM too)."""
+CRASHING_JOB = ROOT / "tests" / "support" / "crashing_job.py"
+
+
+def start_job(env: dict[str, str], *args: str, log_path: Path,
+              crash: tuple[str, str] | None = None) -> subprocess.Popen:
+    """Start spark_streaming.py in its own process group (so a kill reaches the JVM too).
+
+    `crash` = (moment, when) runs it through tests/support/crashing_job.py, which kills it
+    with SIGKILL at that moment of a commit (see there).
+    """
     log = open(log_path, "ab")
-    return subprocess.Popen([PYTHON, str(ROOT / "spark_streaming.py"), *args], cwd=ROOT,
+    program = [str(CRASHING_JOB), *crash, "--"] if crash else [str(ROOT / "spark_streaming.py")]
+    return subprocess.Popen([PYTHON, *program, *args], cwd=ROOT,
                             env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
 

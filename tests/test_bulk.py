@@ -90,12 +90,11 @@ def test_streamed_batch_killed_at_commit_is_stored_once(tmp_path, database, mome
     source, checkpoint = tmp_path / "data", tmp_path / "ck"
     path = big_file(source, 30_000)
     args = ["--source", str(source), "--checkpoint", str(checkpoint), "--once", *STREAMED]
-    crashing = start_job(database.job_env(PIPELINE_TEST_CRASH=moment,
-                                          PIPELINE_TEST_CRASH_RATE="1"), *args,
-                         log_path=tmp_path / "crash.log")
+    crashing = start_job(database.job_env(), *args, log_path=tmp_path / "crash.log",
+                         crash=(moment, "batch=0"))
     assert crashing.wait(timeout=300) != 0
     crash_log = (tmp_path / "crash.log").read_text(errors="replace")
-    assert "PIPELINE_TEST_CRASH" in crash_log, crash_log[-4000:]
+    assert "crash point: kill -9" in crash_log, crash_log[-4000:]
     committed = database.query("SELECT COUNT(*) FROM ingest_batches")[0][0]
     assert committed == (1 if moment == "after_commit" else 0)
 

@@ -36,19 +36,20 @@ def test_crash_loop_while_the_generator_writes(tmp_path, database):
                                   str(source), "--interval", "0.5", "--seed", "11", "--quiet"],
                                  stdout=subprocess.DEVNULL)
     kills = {"random": 0, "before_commit": 0, "after_commit": 0}
+    seed = 20261201
+    rng = random.Random(seed)
+    print(f"crash loop seed {seed}")
     try:
         for round_number in range(12):
             mode = ("random", "before_commit", "after_commit")[round_number % 3]
-            env = database.job_env()
-            if mode != "random":
-                env.update(PIPELINE_TEST_CRASH=mode, PIPELINE_TEST_CRASH_RATE="0.5")
+            crash = None if mode == "random" else (mode, f"rate=0.5,seed={seed + round_number}")
             before = committed_batches(database)
-            job = start_job(env, "--source", str(source), "--checkpoint", str(checkpoint),
-                            log_path=tmp_path / "job.log")
+            job = start_job(database.job_env(), "--source", str(source), "--checkpoint",
+                            str(checkpoint), log_path=tmp_path / "job.log", crash=crash)
             try:
                 if mode == "random":
                     wait_for(lambda: committed_batches(database) > before, 180, "a batch")
-                    time.sleep(random.uniform(0, 2))
+                    time.sleep(rng.uniform(0, 2))
                     kill_group(job, signal.SIGKILL)
                 else:
                     job.wait(timeout=180)  # the job kills itself at the crash point

@@ -1,0 +1,187 @@
+"""Reading one source file from a local folder, safely and with a record of what was read.
+
+Anyone who can write the drop folder decides what sits there, so a file is opened only when
+it is a regular file, never through a symbolic link (`lstat`, then `O_NOFOLLOW`), and never
+in a way that can block (a FIFO is refused before it is opened, `O_NONBLOCK` guards the race).
+Lines are split in bounded memory: a line longer than `LINE_MAX_BYTES` is cut there and marked,
+so a 200 MB line with no newline costs one block of memory, not 200 MB.
+
+While the lines are read, the file's size, physical line count and SHA-256 are taken from
+the same bytes; they go into `ingest_files`, where `pipeline.reconcile` compares them with the
+file on disk. A file whose size or modification time changed while it was read is refused as
+a whole: what was read is not what is there.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from pipeline.errors import FileRefused
+
+# A line (or a quoted record over several lines) longer than this cannot be an event:
+# the widest valid event is a few hundred bytes. Longer lines are rejected as too long.
+LINE_MAX_BYTES = 16 * 1024
+# Line states, the second item of each line tuple (True/False stay valid for the first two).
+LINE_BAD_UTF8, LINE_OK, LINE_TOO_LONG = 0, 1, 2
+_BLOCK_BYTES = 4 * 1024 * 1024
+
+
+def decode_uri(uri: str) -> tuple[str, Path | None]:
+    """(name stored in the tables, local path or None) of a file URI as Spark writes it.
+
+    Spark percent-encodes every path it lists (`file:///d/a%3Fb.csv`). It is decoded once,
+    here: `?`, `#`, `%` and `%20` in a name are ordinary characters of that name, and a
+    decoded path must never be parsed as a URI again.
+    """
+    parts = urlsplit(uri)
+    if parts.scheme not in ("", "file"):
+        return uri, None
+    path = unquote(parts.path) if parts.scheme else uri
+    return "file:" + path, Path(path)
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What was read of a file: the figures reconcile checks against the file later."""
+
+    size: int
+    lines: int
+    sha256: str
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_regular_file(path: Path) -> tuple[int, os.stat_result]:
+    """An open descriptor and status of `path`; FileRefused unless it is a regular file.
+
+    FileNotFoundError passes through: the caller records such a file as missing.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except PermissionError as e:  # a folder on the way that the job may not enter
+        raise FileRefused("unreadable", f"cannot look at it: {e.strerror}") from None
+    if stat.S_ISLNK(mode):
+        raise FileRefused("symlink", "a symbolic link: not followed, its target was not read")
+    if not stat.S_ISREG(mode):
+        raise FileRefused("not_a_regular_file", f"{_kind(mode)}: nothing was read")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except PermissionError as e:
+        raise FileRefused("unreadable", f"cannot open it: {e.strerror}") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # replaced by a link after lstat
+            raise FileRefused("symlink", "a symbolic link: not followed") from None
+        if e.errno == errno.ENOENT:
+            raise FileNotFoundError(e.errno, e.strerror, str(path)) from None
+        raise FileRefused("unreadable", f"cannot open it: {e.strerror}") from None
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode):  # replaced by something else after lstat
+        os.close(fd)
+        raise FileRefused("not_a_regular_file", f"{_kind(status.st_mode)}: nothing was read")
+    return fd, status
+
+
+def split_lines(blocks: Iterator[bytes], max_bytes: int = LINE_MAX_BYTES) -> Iterator[bytes]:
+    """Physical lines of a byte stream without their ends (\\n, \\r\\n or \\r, as Spark's text
+    source splits). A line over `max_bytes` comes cut to `max_bytes + 1` bytes, so its length
+    tells it apart; memory stays bounded by one block plus one cut line."""
+    carry = b""
+    for block in blocks:
+        data = carry + block
+        # Split after the last line end, but keep a final \r: its \n may start the next block.
+        end = max(data.rfind(b"\n"), data.rfind(b"\r", 0, len(data) - 1))
+        if end < 0:
+            carry = data[: max_bytes + 1]
+            continue
+        carry = data[end + 1:]
+        for line in data[: end + 1].splitlines():
+            yield line if len(line) <= max_bytes else line[: max_bytes + 1]
+        if len(carry) > max_bytes:
+            carry = carry[: max_bytes + 1]
+    for line in carry.splitlines():
+        yield line if len(line) <= max_bytes else line[: max_bytes + 1]
+
+
+def decode_line(raw: bytes, max_bytes: int = LINE_MAX_BYTES) -> tuple[str, int]:
+    """(text, state) of one physical line; invalid UTF-8 is replaced by U+FFFD."""
+    if len(raw) > max_bytes:
+        return raw.decode("utf-8", "replace"), LINE_TOO_LONG
+    try:
+        return raw.decode("utf-8"), LINE_OK
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "replace"), LINE_BAD_UTF8
+
+
+class LocalFile:
+    """One local source file, read once as lines; `facts()` after the lines are consumed.
+
+    Opening refuses what is not a regular file (FileRefused) and passes FileNotFoundError on.
+    """
+
+    def __init__(self, path: Path, max_line_bytes: int = LINE_MAX_BYTES):
+        self.path = path
+        self._max = max_line_bytes
+        self._fd, self._status = open_regular_file(path)
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._lines = 0
+        self._done = False
+
+    def _blocks(self) -> Iterator[bytes]:
+        while True:
+            try:
+                block = os.read(self._fd, _BLOCK_BYTES)
+            except OSError as e:
+                raise FileRefused("unreadable", f"reading failed: {e.strerror}") from None
+            if not block:
+                return
+            self._hash.update(block)
+            self._size += len(block)
+            yield block
+
+    def lines(self) -> Iterator[tuple[str, int]]:
+        """(text, state) of each physical line, in order."""
+        try:
+            for raw in split_lines(self._blocks(), self._max):
+                self._lines += 1
+                yield decode_line(raw, self._max)
+            self._done = True
+        finally:
+            self.close()
+
+    def facts(self) -> FileFacts:
+        """Size, lines and hash of what was read; FileRefused if the file changed meanwhile."""
+        if not self._done:
+            raise RuntimeError("facts() before the lines were read")
+        after = self._after
+        if (after.st_size, after.st_mtime_ns) != (self._status.st_size, self._status.st_mtime_ns) \
+                or self._size != self._status.st_size:
+            raise FileRefused("changed_while_read",
+                              f"the file changed while it was read ({self._status.st_size}"
+                              f" bytes at the start, {self._size} read, {after.st_size} at the"
+                              " end): load it again under a new name once it is complete")
+        return FileFacts(self._size, self._lines, self._hash.hexdigest())
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            self._after = os.fstat(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            os.close(self._fd)
