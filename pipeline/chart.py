@@ -14,7 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
-from pipeline.setup_db import TablesUnreadable, read_pipeline_tables  # noqa: E402
+from pipeline.dbclient import TablesUnreadable, read_pipeline_tables  # noqa: E402
 
 
 def fetch_batches(cursor, hours: float) -> list[tuple]:

@@ -7,7 +7,10 @@ collected and reported together, so a user fixes a bad configuration in one go.
 from __future__ import annotations
 
 import glob
+import ipaddress
 import os
+import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +21,9 @@ from pipeline.schema import DEFAULT_EVENT_TYPES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SSL_MODES = ("DISABLED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
-LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+# Modes that do not prove who the server is: only for loopback, or with this explicit opt-in.
+UNVERIFIED_MODES = ("DISABLED", "REQUIRED")
+ALLOW_UNVERIFIED = "MYSQL_ALLOW_UNVERIFIED_TLS"
 DEFAULT_DRIVER_CLASS = "org.mariadb.jdbc.Driver"
 # Where the set-up step puts Debian's MariaDB Connector/J; also found in place if installed.
 SYSTEM_DRIVER_JAR = Path("/usr/share/java/mariadb-java-client.jar")
@@ -28,9 +33,86 @@ class ConfigError(PipelineError):
     """A setting is missing or wrong; the message says which and what to do."""
 
 
+def _is_loopback_address(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone (fe80::1%eth0)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
 def is_local_host(host: str) -> bool:
-    """True for loopback names and addresses, where plain text never leaves the machine."""
-    return host in LOCAL_HOSTS or host.startswith("127.")
+    """True when every address `host` resolves to is a loopback address, so plain text never
+    leaves the machine. Decided from the addresses, never from the name: `127.evil.example`
+    is whatever its DNS says. A name that does not resolve is not local."""
+    if not host:
+        return False
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None,
+                                                               proto=socket.IPPROTO_TCP)}
+        return bool(addresses) and all(_is_loopback_address(a) for a in addresses)
+    except (OSError, UnicodeError, ValueError):
+        return False
+
+
+# TLS is set only by MYSQL_SSL_MODE and MYSQL_SSL_CA: a driver option in JDBC_URL_OPTIONS could
+# quietly weaken it. A key containing one of these words is a TLS option of MariaDB
+# Connector/J 2.x or 3.x or MySQL Connector/J (useSsl, sslMode, requireSSL, serverSslCert,
+# trustServerCertificate, verifyServerCertificate, disableSslHostnameVerification, trustStore*,
+# keyStore*, trustCertificateKeyStore*, clientCertificateKeyStore*, fallbackToSystemTrustStore,
+# enabledSslProtocolSuites, enabledTLSProtocols, tlsVersions, tlsSocketType, xdevapi.ssl-mode...).
+_TLS_KEY_PARTS = ("ssl", "tls", "cert", "truststore", "keystore", "cipher")
+_TLS_KEYS = ("keypassword", "keymanagerfactoryprovider", "trustmanagerfactoryprovider",
+             "fipscompliantjsse")
+# Options the job sets itself (pipeline/jdbc.py), and where to change them instead.
+_JOB_KEYS = {
+    "user": "MYSQL_USER", "password": "MYSQL_PASSWORD", "password1": "MYSQL_PASSWORD",
+    "password2": "MYSQL_PASSWORD", "password3": "MYSQL_PASSWORD",
+    "connecttimeout": "MYSQL_CONNECT_TIMEOUT_SECONDS",
+    "sockettimeout": "MYSQL_SOCKET_TIMEOUT_SECONDS",
+    "allowlocalinfile": "MYSQL_BULK_LOAD", "allowloadlocalinfile": "MYSQL_BULK_LOAD",
+    "allowloadlocalinfileinpath": "MYSQL_BULK_LOAD", "allowurlinlocalinfile": "MYSQL_BULK_LOAD",
+    "allowmultiqueries": None, "useaffectedrows": None, "permitmysqlscheme": None,
+    # A class that rewrites the other options, TLS ones included.
+    "propertiestransform": None,
+}
+_OPTION_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
+
+
+def is_tls_option(key: str) -> bool:
+    lowered = key.lower()
+    return lowered in _TLS_KEYS or any(part in lowered for part in _TLS_KEY_PARTS)
+
+
+def parse_url_options(text: str) -> dict[str, str]:
+    """`key=value&key=value` (a leading `?` allowed) in order; ValueError on a malformed pair."""
+    options: dict[str, str] = {}
+    seen: set[str] = set()
+    for pair in text.strip().lstrip("?").split("&"):
+        if not pair.strip():
+            continue
+        key, sep, value = pair.partition("=")
+        if not sep or not _OPTION_KEY.fullmatch(key) or not value or value != value.strip():
+            raise ValueError(f"{pair!r} is not key=value")
+        if key.lower() in seen:
+            raise ValueError(f"{key} is given twice")
+        seen.add(key.lower())
+        options[key] = value
+    return options
+
+
+def url_option_problems(options: dict[str, str]) -> list[str]:
+    """Why each refused key of JDBC_URL_OPTIONS is refused (nothing when all are fine)."""
+    problems = []
+    tls = [key for key in options if is_tls_option(key)]
+    if tls:
+        problems.append(f"JDBC_URL_OPTIONS may not set {', '.join(tls)}: TLS is set only by"
+                        " MYSQL_SSL_MODE and MYSQL_SSL_CA (see docs/security.md)")
+    for key in options:
+        if key.lower() in _JOB_KEYS:
+            instead = _JOB_KEYS[key.lower()]
+            problems.append(f"JDBC_URL_OPTIONS may not set {key}: "
+                            + (f"use {instead}" if instead else "the job sets it itself"))
+    return problems
 
 
 @dataclass(frozen=True)
@@ -72,12 +154,15 @@ class Settings:
     mysql: MySQLSettings
     driver_jar: Path
     driver_class: str
-    jdbc_extra_options: str
+    jdbc_extra_options: str  # checked key=value pairs joined by '&', no TLS or job-owned key
     event_types: tuple[str, ...]
     source_time_zone: str
     retry: RetrySettings
     spark_master: str | None
     bulk_load: bool = True  # MYSQL_BULK_LOAD: big batches through LOAD DATA LOCAL if allowed
+    # Read-only account of status, chart and reconcile (created by setup_db); "" = not set up.
+    report_user: str = ""
+    report_password: str = field(default="", repr=False)
 
     def describe(self) -> list[str]:
         """Effective configuration as printable lines, secrets masked."""
@@ -94,9 +179,13 @@ class Settings:
         ]
 
 
+def env_file_path() -> Path:
+    return Path(os.environ.get("PIPELINE_ENV_FILE", PROJECT_ROOT / ".env"))
+
+
 def load_environment(env_file: Path | None = None) -> dict[str, str]:
     """Merge `.env` (if present) under the real environment, which wins."""
-    path = env_file or Path(os.environ.get("PIPELINE_ENV_FILE", PROJECT_ROOT / ".env"))
+    path = env_file or env_file_path()
     values = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.exists() else {}
     values.update(os.environ)
     return values
@@ -155,9 +244,17 @@ class _Reader:
 def _resolve_ssl(reader: _Reader, host: str) -> tuple[str, Path | None]:
     local = is_local_host(host)
     mode = reader.text("MYSQL_SSL_MODE", "DISABLED" if local else "VERIFY_IDENTITY").upper()
+    allow_unverified = reader.choice(ALLOW_UNVERIFIED, ("no", "yes"), "no") == "yes"
     if mode not in SSL_MODES:
         reader.problems.append(f"MYSQL_SSL_MODE={mode!r} must be one of {', '.join(SSL_MODES)}")
         return mode, None
+    if mode in UNVERIFIED_MODES and not local and not allow_unverified:
+        risk = ("in plain text" if mode == "DISABLED" else
+                "encrypted, but to a server whose certificate nobody checks")
+        reader.problems.append(
+            f"MYSQL_SSL_MODE={mode} towards {host}, which is not a loopback address, would send"
+            f" the password and the data {risk}: use VERIFY_IDENTITY (or VERIFY_CA) with"
+            f" MYSQL_SSL_CA, or accept that risk explicitly with {ALLOW_UNVERIFIED}=yes")
     ca_raw = reader.env.get("MYSQL_SSL_CA", "").strip()
     ca = Path(ca_raw).expanduser().resolve() if ca_raw else None
     if mode in ("VERIFY_CA", "VERIFY_IDENTITY"):
@@ -216,11 +313,24 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     )
     if any(len(t) > 32 for t in event_types):
         reader.problems.append("EVENT_TYPES: each type must be at most 32 characters")
+    try:
+        url_options = parse_url_options(reader.env.get("JDBC_URL_OPTIONS", ""))
+    except ValueError as e:
+        reader.problems.append(f"JDBC_URL_OPTIONS must be key=value pairs joined by '&': {e}")
+        url_options = {}
+    reader.problems.extend(url_option_problems(url_options))
+    report_user = reader.env.get("MYSQL_REPORT_USER", "").strip()
+    report_password = reader.env.get("MYSQL_REPORT_PASSWORD", "")
+    if report_user and report_user == mysql.user:
+        reader.problems.append("MYSQL_REPORT_USER must differ from MYSQL_USER: the reporting"
+                               " account only reads")
+    if report_user and not report_password:
+        reader.problems.append("MYSQL_REPORT_PASSWORD is not set (MYSQL_REPORT_USER is)")
     settings = Settings(
         mysql=mysql,
         driver_jar=_resolve_driver_jar(reader),
         driver_class=reader.text("JDBC_DRIVER_CLASS", DEFAULT_DRIVER_CLASS),
-        jdbc_extra_options=reader.env.get("JDBC_URL_OPTIONS", "").strip().lstrip("?&"),
+        jdbc_extra_options="&".join(f"{k}={v}" for k, v in url_options.items()),
         event_types=event_types,
         source_time_zone=reader.text("EVENT_TIME_ZONE", "UTC"),
         retry=RetrySettings(
@@ -230,6 +340,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         ),
         spark_master=reader.env.get("SPARK_MASTER", "").strip() or None,
         bulk_load=reader.choice("MYSQL_BULK_LOAD", ("auto", "off"), "auto") == "auto",
+        report_user=report_user,
+        report_password=report_password,
     )
     if reader.problems:
         raise ConfigError(

@@ -27,8 +27,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.dbclient import TablesUnreadable, read_pipeline_tables
 from pipeline.schema import EVENT_FIELDS
-from pipeline.setup_db import TablesUnreadable, read_pipeline_tables
 
 _FILES = """
 SELECT f.source_file, f.status, f.rows_read, f.rows_written, f.rows_rejected, f.rows_duplicate,

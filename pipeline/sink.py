@@ -33,7 +33,8 @@ from pyspark.sql import SparkSession
 
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
-from pipeline.jdbc import TRUSTSTORE_PASSWORD, DriverInfo, build_url
+from pipeline.jdbc import (TRUSTSTORE_PASSWORD, DriverInfo, build_url, unsupported_driver,
+                           version_numbers)
 from pipeline.source_files import FileFacts
 from pipeline.sqlfiles import COLUMNS_QUERY, SCHEMA_FILE, read_statements, upgrade_statements
 from pipeline.transforms import EVENTS_TSV
@@ -418,8 +419,26 @@ class MySQLSink:
                     raise SinkError(f"JDBC driver class {name} is not in {jar}: check"
                                     " JDBC_DRIVER_CLASS and JDBC_DRIVER_JAR") from None
             driver_class = _LOADED_DRIVER_CLASSES[key]
-        driver = driver_class.newInstance()
-        return driver, DriverInfo(name, driver.getMajorVersion())
+        # getMajorVersion/getMinorVersion stop at "8.0", which cannot tell 8.0.12 (ignores
+        # sslMode) from 8.0.13: MySQL Connector/J compiles its full version into
+        # com.mysql.cj.Constants; other jars may declare it in the manifest.
+        try:
+            constants = driver_class.getClassLoader().loadClass("com.mysql.cj.Constants")
+            declared = str(constants.getField("CJ_VERSION").get(None))
+        except Py4JJavaError:
+            package = driver_class.getPackage()
+            declared = str((package.getImplementationVersion() if package else None) or "")
+        problem = None
+        if version_numbers(declared):
+            # A jar that says it is too old is refused before its driver is even instantiated.
+            problem = unsupported_driver(DriverInfo(name, 0, 0, declared))
+        if problem is None:
+            driver = driver_class.newInstance()
+            info = DriverInfo(name, driver.getMajorVersion(), driver.getMinorVersion(), declared)
+            problem = unsupported_driver(info)
+        if problem:
+            raise SinkError(problem)
+        return driver, info
 
     def _mysql_truststore(self) -> str | None:
         """MySQL Connector/J reads no PEM files: convert the CA bundle to a PKCS12 store."""

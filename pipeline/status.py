@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline.setup_db import TablesUnreadable, read_pipeline_tables
+from pipeline.dbclient import TablesUnreadable, read_pipeline_tables
 
 HEARTBEAT_FILE = "_pipeline_heartbeat.json"  # written by pipeline.job.write_heartbeat
 RECENT_BATCHES = 200

@@ -48,17 +48,26 @@ fi
 
 [ "$WITH_DB" = 1 ] || exit 0
 
-# 4. Configuration: a .env for the local demo with a fresh random password for the job's user.
+# 4. Configuration: a .env for the local demo with fresh random passwords for the job's and the
+#    reporting account. umask 077 in the subshell: the file is private from its first byte.
 if [ ! -f .env ]; then
-  password=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(18))')
-  sed -e "s/^MYSQL_PASSWORD=$/MYSQL_PASSWORD=${password}/" .env.example > .env
-  chmod 600 .env
-  say "wrote .env (local MariaDB, user 'pipeline' with a random password)"
+  secret() { .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(18))'; }
+  password=$(secret)
+  report_password=$(secret)
+  (umask 077 && sed -e "s/^MYSQL_PASSWORD=$/MYSQL_PASSWORD=${password}/" \
+                    -e "s/^MYSQL_REPORT_PASSWORD=$/MYSQL_REPORT_PASSWORD=${report_password}/" \
+                    .env.example > .env)
+  say "wrote .env (local MariaDB; accounts 'pipeline' and 'pipeline_report' with random passwords)"
 fi
 
-# 5. A local database server (only when .env points at this machine and none answers).
-if ! .venv/bin/python -m pipeline.setup_db --ping 2>/dev/null; then
-  if .venv/bin/python -c 'from pipeline.config import load_settings, is_local_host as l; import sys; sys.exit(0 if l(load_settings().mysql.host) else 1)'; then
+# 5. A local database server (only when .env points at this machine and none answers). The
+#    admin account never goes into .env: the local demo's root (no password, as Debian sets
+#    it up) is handed to setup_db in its own environment only. For any other server, setup_db
+#    asks for the admin's password (or takes MYSQL_ADMIN_USER/MYSQL_ADMIN_PASSWORD from the
+#    environment this script was started with).
+if .venv/bin/python -c 'from pipeline.config import load_settings, is_local_host as l; import sys; sys.exit(0 if l(load_settings().mysql.host) else 1)' 2>/dev/null; then
+  export MYSQL_ADMIN_USER="${MYSQL_ADMIN_USER:-root}" MYSQL_ADMIN_PASSWORD="${MYSQL_ADMIN_PASSWORD-}"
+  if ! .venv/bin/python -m pipeline.setup_db --ping 2>/dev/null; then
     command -v mariadbd >/dev/null || apt_install mariadb-server
     say "starting the local MariaDB server"
     mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true

@@ -51,9 +51,13 @@ class Database:
     name: str
     user: str
     password: str
+    # The read-only account of status, chart and reconcile ("" when not created).
+    report_user: str = ""
+    report_password: str = ""
 
-    def connect(self, admin: bool = True):
-        user, password = ((self.server.user, self.server.password) if admin
+    def connect(self, admin: bool = True, report: bool = False):
+        user, password = ((self.report_user, self.report_password) if report
+                          else (self.server.user, self.server.password) if admin
                           else (self.user, self.password))
         return mysql.connector.connect(host=self.server.host, port=self.server.port, user=user,
                                        password=password, database=self.name, autocommit=True)
@@ -84,6 +88,9 @@ class Database:
             PIPELINE_ENV_FILE=os.devnull,
             MYSQL_RETRY_BACKOFF_SECONDS="0.5",
         )
+        if self.report_user:
+            env.update(MYSQL_REPORT_USER=self.report_user,
+                       MYSQL_REPORT_PASSWORD=self.report_password)
         env.update(extra)
         return env
 
@@ -117,11 +124,13 @@ def mysql_server() -> Server:
 def database(mysql_server: Server) -> Iterator[Database]:
     """#. Create database test_<id> with the schema and a pipeline user. #. Drop both after."""
     suffix = uuid.uuid4().hex[:10]
-    db = Database(mysql_server, f"test_{suffix}", f"p_{suffix}", secrets.token_urlsafe(12))
+    db = Database(mysql_server, f"test_{suffix}", f"p_{suffix}", secrets.token_urlsafe(12),
+                  f"r_{suffix}", secrets.token_urlsafe(12))
     settings = MySQLSettings(host=mysql_server.host, port=mysql_server.port, database=db.name,
                              user=db.user, password=db.password, ssl_mode="DISABLED",
                              ssl_ca=None)
-    setup_database(settings, mysql_server.user, mysql_server.password)
+    accounts = setup_database(settings, mysql_server.user, mysql_server.password,
+                              report_user=db.report_user, report_password=db.report_password)
     try:
         yield db
     finally:
@@ -130,7 +139,8 @@ def database(mysql_server: Server) -> Iterator[Database]:
                                        autocommit=True)
         cur = conn.cursor()
         cur.execute(f"DROP DATABASE IF EXISTS `{db.name}`")
-        cur.execute("DROP USER IF EXISTS %s@'%'", (db.user,))
+        for user, host in accounts:
+            cur.execute("DROP USER IF EXISTS %s@%s", (user, host))
         conn.close()
 
 

@@ -114,6 +114,36 @@ def test_job_user_may_only_read_and_append(database):
         with pytest.raises(mysql.connector.Error) as denied:
             cur.execute(statement)
         assert denied.value.errno in (1142, 1044), statement
+    # The upsert (twice: the second time it meets its own row) works with the column grants.
+    for _ in range(2):
+        cur.execute("INSERT INTO events (event_id, user_id, product_id, event_type, price,"
+                    " event_time) VALUES ('e1', 'u1', 'p1', 'view', 1.00,"
+                    " '2026-01-01 00:00:00') ON DUPLICATE KEY UPDATE event_id = events.event_id")
+    cur.execute("SHOW GRANTS")
+    events_grant = [g for (g,) in cur.fetchall() if "`events`" in g]
+    assert len(events_grant) == 1 and "UPDATE (" in events_grant[0], events_grant
+    cur.execute("SELECT VERSION()")
+    if "mariadb" not in cur.fetchone()[0].lower():
+        # MySQL checks UPDATE on the assigned column only: no other column may change. (MariaDB
+        # wants it on every column the INSERT names, so there the grant cannot be narrower.)
+        assert "UPDATE (`event_id`)" in events_grant[0], events_grant
+        for statement in ("UPDATE events SET price = 0", "UPDATE events SET user_id = 'x'"):
+            with pytest.raises(mysql.connector.Error) as denied:
+                cur.execute(statement)
+            assert denied.value.errno == 1143, statement  # column-level UPDATE denied
     cur.execute("SELECT count(*) FROM events")
-    assert cur.fetchone() == (0,)
+    assert cur.fetchone() == (1,)
     conn.close()
+
+    reporting = database.connect(report=True)
+    report = reporting.cursor()
+    for table in ("events", "events_rejected", "ingest_batches", "ingest_files"):
+        report.execute(f"SELECT count(*) FROM {table}")
+        report.fetchall()
+    for statement in ("INSERT INTO ingest_batches (query_id, batch_id) VALUES ('q', 1)",
+                      "UPDATE events SET event_id = event_id", "DELETE FROM events",
+                      "DROP TABLE events", "CREATE TABLE x (a INT)"):
+        with pytest.raises(mysql.connector.Error) as denied:
+            report.execute(statement)
+        assert denied.value.errno in (1142, 1044), statement
+    reporting.close()

@@ -24,8 +24,10 @@ def seed(database, source: Path) -> None:
             " UTC_TIMESTAMP(6) - INTERVAL %s SECOND, 100, 5, 1,"
             " UTC_TIMESTAMP(6) - INTERVAL %s SECOND, '[]')",
             (QUERY, batch_id, age, latency, age, age))
-    database.query("INSERT INTO ingest_files VALUES (SHA2(%s, 256), %s, NULL, %s, 0, 21, 20, 1,"
-                   " 0, 'loaded', UTC_TIMESTAMP(6))",
+    database.query("INSERT INTO ingest_files (file_key, source_file, file_modified_at, query_id,"
+                   " batch_id, rows_read, rows_written, rows_rejected, rows_duplicate, status,"
+                   " committed_at) VALUES (SHA2(%s, 256), %s, NULL, %s, 0, 21, 20, 1, 0,"
+                   " 'loaded', UTC_TIMESTAMP(6))",
                    (f"file:{loaded}", f"file:{loaded}", QUERY))
     database.query("INSERT INTO events_rejected (source_file, line_number, reason, query_id,"
                    " batch_id, rejected_at) VALUES ('f', 2, 'bad_price', %s, 0,"
