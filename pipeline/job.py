@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
+from pyspark import SparkConf
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -175,6 +176,18 @@ def build_spark_session(settings: Settings, verbose: bool = False,
         )
         for key, value in (PROMETHEUS_CONF.items() if prometheus else ()):
             builder = builder.config(key, value)
+    else:
+        conf = SparkConf()  # what spark-submit was given
+        given = {key for key, _ in conf.getAll()}
+        wanted = loopback_conf(conf.get("spark.master", "local[*]"), dict(os.environ),
+                               jvm_started=True)
+        for key, value in wanted.items():
+            if key not in given:
+                builder = builder.config(key, value)
+        if wanted.get("spark.ui.enabled") == "false" and "spark.ui.enabled" not in given:
+            log.warning("Spark UI off: under spark-submit it would listen on every address;"
+                        " start with SPARK_LOCAL_IP=127.0.0.1 spark-submit ... to have it on"
+                        " loopback (docs/security.md)")
     builder = (
         builder.config("spark.sql.session.timeZone", "UTC")
         # One task reads a whole file in order, so line numbers are exact.
@@ -202,18 +215,24 @@ def build_spark_session(settings: Settings, verbose: bool = False,
 LOOPBACK = "127.0.0.1"
 
 
-def loopback_conf(master: str, env: dict[str, str] | os._Environ) -> dict[str, str]:
+def loopback_conf(master: str, env: dict[str, str] | os._Environ, jvm_started: bool = False
+                  ) -> dict[str, str]:
     """Keep a local-mode Spark (UI, driver RPC, block manager) on the loopback address.
 
-    Spark binds all three to every interface unless told otherwise; the UI listens on
-    SPARK_LOCAL_IP only, read from the JVM's environment, so it is set in ours before the
-    JVM starts. A SPARK_LOCAL_IP the user set wins, and so does a cluster master, whose
-    executors on other hosts must reach the driver (docs/security.md says how to bind then).
+    Spark binds all three to every interface unless told otherwise. The UI listens where
+    SPARK_LOCAL_IP, read from the JVM's environment, says: it is set in ours before the JVM
+    starts; under spark-submit the JVM runs already, so the UI is turned off instead. A
+    SPARK_LOCAL_IP the user set wins, and so does a cluster master, whose executors on
+    other hosts must reach the driver (docs/security.md says how to bind then).
     """
     if env.get("SPARK_LOCAL_IP") or not master.startswith("local"):
         return {}
-    env["SPARK_LOCAL_IP"] = LOOPBACK
-    return {"spark.driver.bindAddress": LOOPBACK, "spark.driver.host": LOOPBACK}
+    conf = {"spark.driver.bindAddress": LOOPBACK, "spark.driver.host": LOOPBACK}
+    if jvm_started:
+        conf["spark.ui.enabled"] = "false"
+    else:
+        env["SPARK_LOCAL_IP"] = LOOPBACK
+    return conf
 
 
 @contextmanager

@@ -10,7 +10,7 @@ mkdir -p streaming_data checkpoints
 echo "[demo] generator: 21 events every ${DEMO_INTERVAL:-20}s into streaming_data/"
 $PY data_generator.py --interval "${DEMO_INTERVAL:-20}" &
 gen=$!
-echo "[demo] streaming job (Spark UI on http://localhost:4040); logs in checkpoints/job.log"
+echo "[demo] streaming job (Spark UI on http://127.0.0.1:4040, loopback only); logs in checkpoints/job.log"
 # Files left from an earlier run are a backlog: take them 100 at a time.
 $PY spark_streaming.py --catch-up-files 100 > checkpoints/job.log 2>&1 &
 job=$!
