@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.generator import parse_args, run
+from pipeline.generate.cli import parse_args, run
 
 PROG = "data_generator.py"
 

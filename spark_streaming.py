@@ -25,9 +25,11 @@ import logging
 import sys
 
 from pipeline.config import load_settings
+from pipeline.contract import CommitHooks
 from pipeline.errors import PipelineError
-from pipeline.job import DRIVER_BATCH_MAX_BYTES, JobOptions, run
-from pipeline.sink import CommitHooks
+from pipeline.job.options import JobOptions
+from pipeline.job.routes import DRIVER_BATCH_MAX_BYTES
+from pipeline.job.run import run
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None, hooks: CommitHooks | None = None) -> int
     if args.verbose:
         logging.getLogger("pipeline").setLevel(logging.DEBUG)
     # py4j logs every callback at INFO, and re-logs each exception raised in a batch; the
-    # job logs what matters itself (pipeline.job.BatchWriter).
+    # job logs what matters itself (pipeline.job.batch.BatchWriter).
     logging.getLogger("py4j").setLevel(logging.WARNING)
     logging.getLogger("py4j.clientserver").setLevel(logging.CRITICAL)
     options = JobOptions(

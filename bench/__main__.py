@@ -22,16 +22,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `pipeline` and `tests.support` from this checkout
 
-from bench import machine, report  # noqa: E402
-from bench.jobs import DRIVER_JAR, PYTHON  # noqa: E402
-from bench.scenarios import DEFAULT_ORDER, SCENARIOS, Context, run_scenario  # noqa: E402
-from bench.server import SERVER_ARGS, BenchServer  # noqa: E402
+from bench import machine, report  # noqa: E402 - after the sys.path line above
+from bench.jobs import DRIVER_JAR, PYTHON  # noqa: E402 - after the sys.path line above
+from bench.scenarios import DEFAULT_ORDER, SCENARIOS, Context, run_scenario  # noqa: E402 - after the sys.path line above
+from bench.server import SERVER_ARGS, BenchServer  # noqa: E402 - after the sys.path line above
 
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_JOB_ARGS = "--catch-up-files 100"
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"bench: no JDBC driver at {DRIVER_JAR}: run bash scripts/setup.sh")
     check_job_flags(args.job_args_list)
     signal.signal(signal.SIGTERM, _terminate)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if meta:
             meta["elapsed_s"] = round(time.monotonic() - t0, 1)
-            meta["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            meta["finished_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
             meta["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
             meta["goals_text"] = {r.name: [g.text for g in r.goals] for r in results}
             json_path, png_path = RESULTS / f"{stamp}.json", RESULTS / f"{stamp}.png"

@@ -6,7 +6,7 @@ import os
 import platform
 import subprocess
 import zipfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.jobs import DRIVER_JAR, ROOT
@@ -67,7 +67,7 @@ def describe(mariadb_version: str) -> dict:
 
     dirty = _first_line(["git", "status", "--porcelain", "--untracked-files=no"])
     return {
-        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)),
         "memory_gib": _memory_gib(),

@@ -11,8 +11,18 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.contenders import (LOAD_DATA, OURS, PLAIN, Meter, Run, ours_run, plain_run,
-                              run_load_data, run_ours, run_plain)
+from bench.contenders import (
+    LOAD_DATA,
+    OURS,
+    PLAIN,
+    Meter,
+    Run,
+    ours_run,
+    plain_run,
+    run_load_data,
+    run_ours,
+    run_plain,
+)
 from bench.jobs import PYTHON, ROOT, JobFailed, JobProcess, ours_job, plain_job, spark_env
 from bench.server import BenchServer
 from bench.workload import LiveWriter, Percentiles, VisibilityPoller, expected, generate

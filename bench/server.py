@@ -16,8 +16,8 @@ from pathlib import Path
 import mysql.connector
 
 from pipeline.config import MySQLSettings
-from pipeline.setup_db import setup_database
-from pipeline.sqlfiles import SCHEMA_FILE, read_statements
+from pipeline.ops.setup_db import setup_database
+from pipeline.write.schema import SCHEMA_FILE, read_statements
 from tests.support.mariadb_server import MariaDBServer, make_tls_material
 
 # Close to a stock MariaDB 10.11 (like the server of the reference measurements) rather than
@@ -101,8 +101,9 @@ class BenchServer:
         return str(self.query("SELECT VERSION()")[0][0])
 
     def variables(self, *names: str) -> dict[str, str]:
-        rows = self.query("SHOW GLOBAL VARIABLES WHERE Variable_name IN (%s)"
-                          % ", ".join(["%s"] * len(names)), params=names)
+        marks = ", ".join(["%s"] * len(names))
+        rows = self.query(f"SHOW GLOBAL VARIABLES WHERE Variable_name IN ({marks})",
+                          params=names)
         return {str(k): str(v) for k, v in rows}
 
     def global_status(self) -> dict[str, int]:

@@ -8,13 +8,12 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.generator import EventFactory, file_name_for
-from pipeline.schema import EVENT_FIELDS
-
 from bench.jobs import PYTHON, ROOT
+from pipeline.contract import EVENT_FIELDS
+from pipeline.generate.events import EventFactory, file_name_for
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,7 @@ class LiveWriter:
 
     def write_one(self) -> LiveFile:
         self._seq += 1
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         rows = self._factory.make_events(self.events_per_file, self._seq - 1, now)
         name = file_name_for(now, self._seq, "bench")
         tmp = self.folder / f".{name}.tmp"
@@ -131,8 +130,9 @@ class VisibilityPoller:
             while not self._stop.is_set():
                 waiting = {i: f for f in self.pending() for i in f.ids}
                 if waiting:
-                    cur.execute("SELECT event_id FROM events WHERE event_id IN (%s)"
-                                % ", ".join(["%s"] * len(waiting)), tuple(waiting))
+                    marks = ", ".join(["%s"] * len(waiting))
+                    cur.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})",
+                                tuple(waiting))
                     seen_at = time.time()
                     for (event_id,) in cur.fetchall():
                         f = waiting[event_id]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from pipeline.errors import PipelineError
-from pipeline.schema import DEFAULT_EVENT_TYPES
+from pipeline.contract import DEFAULT_EVENT_TYPES
+from pipeline.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SSL_MODES = ("DISABLED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
@@ -27,10 +27,6 @@ ALLOW_UNVERIFIED = "MYSQL_ALLOW_UNVERIFIED_TLS"
 DEFAULT_DRIVER_CLASS = "org.mariadb.jdbc.Driver"
 # Where the set-up step puts Debian's MariaDB Connector/J; also found in place if installed.
 SYSTEM_DRIVER_JAR = Path("/usr/share/java/mariadb-java-client.jar")
-
-
-class ConfigError(PipelineError):
-    """A setting is missing or wrong; the message says which and what to do."""
 
 
 def _is_loopback_address(address: str) -> bool:
@@ -186,7 +182,8 @@ def env_file_path() -> Path:
 def load_environment(env_file: Path | None = None) -> dict[str, str]:
     """Merge `.env` (if present) under the real environment, which wins."""
     path = env_file or env_file_path()
-    values = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.exists() else {}
+    values = ({k: v for k, v in dotenv_values(path).items() if v is not None}
+              if path.exists() else {})
     values.update(os.environ)
     return values
 

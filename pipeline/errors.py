@@ -1,10 +1,27 @@
-"""The pipeline's exceptions: one base, each message saying what to do about it."""
+"""The pipeline's exceptions: one base, each message saying what to do about it.
+
+The entry points catch PipelineError, print its message and exit 2 (a setting, the database
+or the driver cannot be used) or 1 (the stream stopped); anything else is a bug and keeps
+its traceback.
+"""
 
 from __future__ import annotations
 
 
 class PipelineError(Exception):
     """Base of every error the pipeline raises on purpose; the message is for the user."""
+
+
+class ConfigError(PipelineError):
+    """A setting is missing or wrong; the message says which and what to do."""
+
+
+class JobError(PipelineError):
+    """The job cannot start or run; the message says what to fix."""
+
+
+class StopRequested(PipelineError):
+    """Raised inside a batch that began after a stop was asked for: it is not committed."""
 
 
 class FileRefused(PipelineError):
@@ -14,3 +31,20 @@ class FileRefused(PipelineError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class SinkError(PipelineError):
+    """The database cannot take the batch; the message says why and what to check."""
+
+
+class DatabaseUnreachable(SinkError):
+    """The server did not answer; worth retrying after a pause."""
+
+
+class BatchRejected(SinkError):
+    """The server refused the batch's data (a data error, a statement too large): no retry
+    can cure it, but writing the batch's files one by one isolates the file that causes it."""
+
+
+class TablesUnreadable(PipelineError):
+    """A reporting command could not read the pipeline tables; the message says why."""

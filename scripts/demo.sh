@@ -28,7 +28,7 @@ trap stop INT TERM
 
 while kill -0 "$job" 2>/dev/null; do
   sleep 10
-  $PY -m pipeline.status --brief 2>/dev/null || echo "[demo] waiting for the first batch..."
+  $PY -m pipeline.ops.status --brief 2>/dev/null || echo "[demo] waiting for the first batch..."
 done
 echo "[demo] the job stopped; its log:"; tail -n 20 checkpoints/job.log
 kill -TERM "$gen" 2>/dev/null || true

@@ -67,11 +67,11 @@ fi
 #    environment this script was started with).
 if .venv/bin/python -c 'from pipeline.config import load_settings, is_local_host as l; import sys; sys.exit(0 if l(load_settings().mysql.host) else 1)' 2>/dev/null; then
   export MYSQL_ADMIN_USER="${MYSQL_ADMIN_USER:-root}" MYSQL_ADMIN_PASSWORD="${MYSQL_ADMIN_PASSWORD-}"
-  if ! .venv/bin/python -m pipeline.setup_db --ping 2>/dev/null; then
+  if ! .venv/bin/python -m pipeline.ops.setup_db --ping 2>/dev/null; then
     command -v mariadbd >/dev/null || apt_install mariadb-server
     say "starting the local MariaDB server"
     mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
     start-stop-daemon --start --oknodo --background --exec "$(command -v mariadbd)" >/dev/null
   fi
 fi
-.venv/bin/python -m pipeline.setup_db --wait 60
+.venv/bin/python -m pipeline.ops.setup_db --wait 60

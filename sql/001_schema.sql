@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS ingest_batches (
   rows_duplicate BIGINT      NOT NULL,
   newest_file_at DATETIME(6) NULL COMMENT 'modification time of the newest file in the batch',
   started_at     DATETIME(6) NOT NULL COMMENT 'when the micro-batch reached the sink',
-  prepare_ms     INT         NOT NULL COMMENT 'Spark time to read, parse and validate the batch',
+  prepare_ms     INT         NOT NULL COMMENT 'time to read, parse and check the batch (driver or Spark tasks)',
   write_ms       INT         NOT NULL COMMENT 'database time from the first statement to this row',
   attempts       INT         NOT NULL COMMENT 'database attempts this commit needed',
   committed_at   DATETIME(6) NOT NULL,
@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS ingest_batches (
 
 -- Per-file accounting: rows_read = rows_written + rows_rejected + rows_duplicate.
 -- A file is loaded once whatever happens to the checkpoint: file_key is SHA-256 of source_file.
--- file_bytes, file_lines and file_sha256 describe the bytes the job read; `pipeline.reconcile`
+-- file_bytes, file_lines and file_sha256 describe the bytes the job read; `pipeline.ops.reconcile`
 -- compares them with the file on disk (or its archived copy).
 CREATE TABLE IF NOT EXISTS ingest_files (
   file_key         CHAR(64)      NOT NULL,

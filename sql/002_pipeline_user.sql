@@ -1,4 +1,4 @@
--- Least privilege for the streaming job's own account. Applied by `python -m pipeline.setup_db`
+-- Least privilege for the streaming job's own account. Applied by `python -m pipeline.ops.setup_db`
 -- (or by hand, with {database}, {user} and {events_update} replaced). The job needs no DDL and
 -- no DELETE. UPDATE only for the upsert `INSERT ... ON DUPLICATE KEY UPDATE event_id =
 -- events.event_id`, which needs it even as a no-op: MySQL 8 checks it on the assigned column

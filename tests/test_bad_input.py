@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, ROOT, run_generator, run_job
+from tests.support.jobs import PYTHON, ROOT, run_generator, run_job
 
 CORPUS = Path(__file__).parent / "corpus"
 
@@ -102,7 +102,7 @@ def test_corpus_every_row_lands_where_it_should(tmp_path, database, checked_in):
     assert "us\ufffdr" in database.query(
         "SELECT raw_line FROM events_rejected WHERE reason = 'invalid_utf8'")[0][0]
 
-    check = subprocess.run([PYTHON, "-m", "pipeline.reconcile"], cwd=ROOT,
+    check = subprocess.run([PYTHON, "-m", "pipeline.ops.reconcile"], cwd=ROOT,
                            env=database.job_env(), capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "20 file(s) checked: every row accounted for" in check.stdout
@@ -115,7 +115,7 @@ def test_reconcile_names_a_file_whose_rows_do_not_add_up(tmp_path, database):
     assert run_job(database.job_env(), "--source", str(source), "--checkpoint",
                    str(tmp_path / "ck"), "--once").returncode == 0
     database.query("DELETE FROM events_rejected LIMIT 1")  # a row goes missing by hand
-    check = subprocess.run([PYTHON, "-m", "pipeline.reconcile"], cwd=ROOT,
+    check = subprocess.run([PYTHON, "-m", "pipeline.ops.reconcile"], cwd=ROOT,
                            env=database.job_env(), capture_output=True, text=True, timeout=60)
     assert check.returncode == 1
     assert "events_02_missing_user.csv: 2 rejected but 1 rows in events_rejected" in check.stdout

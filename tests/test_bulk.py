@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, ROOT, run_generator, run_job, start_job
+from tests.support.jobs import PYTHON, ROOT, run_generator, run_job, start_job
 
 STREAMED = ["--driver-batch-max-bytes", "1024"]
 # Values LOAD DATA's tab-separated format reads specially, and text beyond ASCII.
@@ -79,7 +79,7 @@ def test_streamed_batch_stores_every_value_exactly(tmp_path, database, bulk_load
     assert ("bad-price", "bad_price") in {(raw.split(",")[0], reason) for raw, reason in
                                          database.query("SELECT raw_line, reason"
                                                         " FROM events_rejected")}
-    check = subprocess.run([PYTHON, "-m", "pipeline.reconcile"], cwd=ROOT,
+    check = subprocess.run([PYTHON, "-m", "pipeline.ops.reconcile"], cwd=ROOT,
                            env=database.job_env(), capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
 

@@ -7,8 +7,16 @@ import signal
 import subprocess
 import time
 
-from conftest import (PYTHON, ROOT, events_in_db, expected_events, kill_group, run_generator,
-                      run_job, start_job)
+from tests.support.jobs import (
+    PYTHON,
+    ROOT,
+    events_in_db,
+    expected_events,
+    kill_group,
+    run_generator,
+    run_job,
+    start_job,
+)
 
 
 def wait_for_files(database, count: int, job, log_path, seconds: float = 240) -> None:

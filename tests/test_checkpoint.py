@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pyspark.sql import functions as F
 
-from pipeline.checkpoint import CheckpointLog
-from pipeline.source_files import decode_uri
-from pipeline.job import LOCAL_CHECKPOINT_CONF
+from pipeline.job.session import LOCAL_CHECKPOINT_CONF
+from pipeline.read.checkpoint import CheckpointLog
+from pipeline.read.local import decode_uri
 
 HEADER = "event_id,user_id,product_id,event_type,price,event_time"
 

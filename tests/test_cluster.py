@@ -12,8 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (PYTHON, ROOT, SPARK_SUBMIT, events_in_db, expected_events, kill_group,
-                      run_generator)
+from tests.support.jobs import (
+    PYTHON,
+    ROOT,
+    SPARK_SUBMIT,
+    events_in_db,
+    expected_events,
+    kill_group,
+    run_generator,
+)
 
 
 def free_port() -> int:

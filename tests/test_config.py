@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ConfigError, is_local_host, load_settings
-from pipeline.jdbc import DriverInfo, build_url, unsupported_driver
+from pipeline.write.jdbc import DriverInfo, build_url, unsupported_driver
 
 BASE = {"MYSQL_DATABASE": "shop", "MYSQL_USER": "pipeline", "MYSQL_PASSWORD": "s3cret-pw",
         "JDBC_DRIVER_JAR": __file__}

@@ -5,11 +5,17 @@ from __future__ import annotations
 import os
 import signal
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
-from conftest import (events_in_db, expected_events, kill_group, run_generator, run_job,
-                      start_job)
+from tests.support.jobs import (
+    events_in_db,
+    expected_events,
+    kill_group,
+    run_generator,
+    run_job,
+    start_job,
+)
 
 
 def stored_events(database) -> dict[str, tuple]:
@@ -21,7 +27,7 @@ def stored_events(database) -> dict[str, tuple]:
 def as_stored(row: dict) -> tuple:
     instant = datetime.fromisoformat(row["event_time"].replace("Z", "+00:00"))
     return (row["user_id"], row["product_id"], row["event_type"], Decimal(row["price"]),
-            instant.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+            instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
 
 
 def assert_conservation(database) -> None:

@@ -10,12 +10,22 @@ import time
 
 import pytest
 
-from conftest import (PYTHON, ROOT, Database, Server, events_in_db, expected_events, kill_group,
-                      run_generator, run_job, start_job)
 from pipeline.config import MySQLSettings
-from pipeline.setup_db import setup_database
-from support.mariadb_server import MariaDBServer
-from support.tcp_proxy import TcpProxy
+from pipeline.ops.setup_db import setup_database
+from tests.support.jobs import (
+    PYTHON,
+    ROOT,
+    Database,
+    Server,
+    events_in_db,
+    expected_events,
+    kill_group,
+    run_generator,
+    run_job,
+    start_job,
+)
+from tests.support.mariadb_server import MariaDBServer
+from tests.support.tcp_proxy import TcpProxy
 
 
 def wait_for(condition, timeout: float, what: str) -> None:

@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -23,13 +23,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from data_generator import main  # noqa: E402
-from pipeline.generator import (  # noqa: E402
+from data_generator import main  # noqa: E402 - after the sys.path line above
+from pipeline.contract import DEFAULT_EVENT_TYPES, EVENT_FIELDS  # noqa: E402 - after the sys.path line above
+from pipeline.generate.events import (  # noqa: E402 - after the sys.path line above
     EventFactory,
     file_name_for,
     write_events_file,
 )
-from pipeline.schema import DEFAULT_EVENT_TYPES, EVENT_FIELDS  # noqa: E402
 
 NAME_RE = re.compile(r"^events_\d{8}T\d{6}_\d{6}Z_\d{4,}_[0-9a-f]{4}\.csv$")
 START = "2026-01-31T12:00:00Z"
@@ -102,7 +102,7 @@ def test_output_dir_is_created_if_missing(tmp_path):
 
 
 def test_file_name_format_and_order():
-    t = datetime(2026, 11, 25, 3, 15, 2, 123456, tzinfo=timezone.utc)
+    t = datetime(2026, 11, 25, 3, 15, 2, 123456, tzinfo=UTC)
     assert file_name_for(t, 1) == "events_20261125T031502_123456Z_0001.csv"
     assert file_name_for(t, 12, "ab12") == "events_20261125T031502_123456Z_0012_ab12.csv"
     # A non-UTC clock still yields the UTC stamp.
@@ -197,9 +197,9 @@ def test_values_are_realistic_and_well_formed(tmp_path):
 
 
 def test_event_time_is_iso_utc_with_microseconds_and_close_to_now(tmp_path):
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     rows = all_rows(generate(tmp_path, "--files", "2", "--seed", "1"))
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
     for r in rows:
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", r["event_time"])
         t = datetime.fromisoformat(r["event_time"].replace("Z", "+00:00"))
@@ -208,7 +208,7 @@ def test_event_time_is_iso_utc_with_microseconds_and_close_to_now(tmp_path):
 
 
 def test_start_time_places_file_k_at_start_plus_k_intervals(tmp_path):
-    start = datetime(2026, 1, 31, 12, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 31, 12, tzinfo=UTC)
     factory = EventFactory(seed=9, start_time=start, interval=20)
     for k in range(3):
         times = [datetime.fromisoformat(r["event_time"].replace("Z", "+00:00"))

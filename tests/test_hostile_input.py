@@ -11,7 +11,7 @@ import random
 import subprocess
 from pathlib import Path
 
-from conftest import PYTHON, ROOT, run_job
+from tests.support.jobs import PYTHON, ROOT, run_job
 
 HEADER = ["event_id", "user_id", "product_id", "event_type", "price", "event_time"]
 SEED = 1301
@@ -91,7 +91,7 @@ def snapshot(database) -> tuple:
 
 
 def reconcile(database, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, "-m", "pipeline.reconcile", *args], cwd=ROOT,
+    return subprocess.run([PYTHON, "-m", "pipeline.ops.reconcile", *args], cwd=ROOT,
                           env=database.job_env(), capture_output=True, text=True, timeout=300)
 
 
@@ -115,7 +115,7 @@ def test_hostile_folder_loads_every_good_row_once_and_records_every_bad_file(tmp
     files = {Path(name[len("file:"):]).name: (status, reason, read) for name, status, reason, read
              in database.query("SELECT source_file, status, status_reason, rows_read"
                                " FROM ingest_files")}
-    for i, name in enumerate(HOSTILE_NAMES):
+    for name in HOSTILE_NAMES:
         assert files[f"events_{name}.csv"] == ("loaded", None, 21), name
     for name, reason in bad_files.items():
         assert files[name][:2] == ("quarantined", reason), name

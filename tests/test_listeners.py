@@ -11,7 +11,7 @@ import signal
 import time
 from pathlib import Path
 
-from conftest import kill_group, run_generator, run_job, start_job
+from tests.support.jobs import kill_group, run_generator, run_job, start_job
 
 LISTEN = "0A"
 

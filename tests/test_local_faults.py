@@ -11,8 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (events_in_db, expected_events, kill_group, run_generator, run_job,
-                      start_job)
+from tests.support.jobs import (
+    events_in_db,
+    expected_events,
+    kill_group,
+    run_generator,
+    run_job,
+    start_job,
+)
 
 
 def test_checkpoint_that_cannot_be_created_is_a_clear_error(tmp_path, database):

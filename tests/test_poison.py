@@ -8,10 +8,10 @@ import subprocess
 
 import pytest
 
-from conftest import PYTHON, ROOT, Database, Server, run_job
 from pipeline.config import MySQLSettings
-from pipeline.setup_db import setup_database
-from support.mariadb_server import MariaDBServer
+from pipeline.ops.setup_db import setup_database
+from tests.support.jobs import PYTHON, ROOT, Database, Server, run_job
+from tests.support.mariadb_server import MariaDBServer
 
 HEADER = "event_id,user_id,product_id,event_type,price,event_time"
 SEED = 1302
@@ -22,7 +22,7 @@ def event(event_id: str, price: str = "1.00") -> str:
 
 
 def reconcile(database) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, "-m", "pipeline.reconcile"], cwd=ROOT,
+    return subprocess.run([PYTHON, "-m", "pipeline.ops.reconcile"], cwd=ROOT,
                           env=database.job_env(), capture_output=True, text=True, timeout=120)
 
 

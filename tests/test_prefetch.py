@@ -1,4 +1,4 @@
-"""pipeline.prefetch: a generator run ahead of its consumer in a thread."""
+"""pipeline.job.prefetch: a generator run ahead of its consumer in a thread."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pipeline.prefetch import prefetched
+from pipeline.job.prefetch import prefetched
 
 
 def test_items_arrive_in_order_and_the_producer_runs_ahead():

@@ -14,8 +14,15 @@ import urllib.request
 import mysql.connector
 import pytest
 
-from conftest import (PYTHON, ROOT, events_in_db, expected_events, kill_group, run_job,
-                      start_job)
+from tests.support.jobs import (
+    PYTHON,
+    ROOT,
+    events_in_db,
+    expected_events,
+    kill_group,
+    run_job,
+    start_job,
+)
 
 
 def committed_batches(database) -> int:
@@ -48,7 +55,8 @@ def test_crash_loop_while_the_generator_writes(tmp_path, database):
                             str(checkpoint), log_path=tmp_path / "job.log", crash=crash)
             try:
                 if mode == "random":
-                    wait_for(lambda: committed_batches(database) > before, 180, "a batch")
+                    wait_for(lambda before=before: committed_batches(database) > before, 180,
+                             "a batch")
                     time.sleep(rng.uniform(0, 2))
                     kill_group(job, signal.SIGKILL)
                 else:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, ROOT, run_job
+from tests.support.jobs import PYTHON, ROOT, run_job
 
 
 def assert_one_clear_refusal(done: subprocess.CompletedProcess, message: str, secret: str):
@@ -97,14 +97,14 @@ def test_admin_credentials_are_never_read_from_dotenv(tmp_path, database, mysql_
     env_file.write_text(f"MYSQL_ADMIN_USER={mysql_server.user}\n"
                         f"MYSQL_ADMIN_PASSWORD={mysql_server.password}\n")
     env = setup_db_env(database, env_file)
-    ignored = subprocess.run([PYTHON, "-m", "pipeline.setup_db"], cwd=ROOT, env=env,
+    ignored = subprocess.run([PYTHON, "-m", "pipeline.ops.setup_db"], cwd=ROOT, env=env,
                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
                              timeout=120)
     assert ignored.returncode == 2, ignored.stderr
     assert "holds MYSQL_ADMIN_USER and MYSQL_ADMIN_PASSWORD: ignored" in ignored.stderr
     assert "no admin password: set MYSQL_ADMIN_PASSWORD in this command's environment" \
         in ignored.stderr
-    done = subprocess.run([PYTHON, "-m", "pipeline.setup_db"], cwd=ROOT,
+    done = subprocess.run([PYTHON, "-m", "pipeline.ops.setup_db"], cwd=ROOT,
                           env={**env, "MYSQL_ADMIN_USER": mysql_server.user,
                                "MYSQL_ADMIN_PASSWORD": mysql_server.password},
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
@@ -120,7 +120,7 @@ def test_admin_password_is_asked_for_on_a_terminal(tmp_path, database, mysql_ser
         os.setsid()
         fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
 
-    proc = subprocess.Popen([PYTHON, "-m", "pipeline.setup_db"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([PYTHON, "-m", "pipeline.ops.setup_db"], cwd=ROOT, env=env,
                             stdin=slave, stdout=slave, stderr=slave, preexec_fn=own_terminal)
     os.close(slave)
     try:

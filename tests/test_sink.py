@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from conftest import job_settings
-from pipeline.sink import BatchPayload, FilePayload, MySQLSink, SinkError
+from pipeline.contract import BatchPayload, FilePayload
+from pipeline.errors import SinkError
+from pipeline.write.sink import MySQLSink
+from tests.support.jobs import job_settings
 
 
 def chunk(rows: list[list]) -> str:
@@ -24,7 +26,7 @@ def event(event_id: str, price: str = "1.50") -> list:
 def file_payload(name: str, events: list[list], rejects: list[list] = ()) -> FilePayload:
     return FilePayload(
         source_file=f"file:/data/{name}",
-        modified_at=datetime(2026, 1, 31, tzinfo=timezone.utc),
+        modified_at=datetime(2026, 1, 31, tzinfo=UTC),
         rows_valid=len(events), rows_rejected=len(rejects),
         event_chunks=[chunk(events)] if events else [],
         reject_chunks=[chunk(list(rejects))] if rejects else [],
@@ -32,7 +34,7 @@ def file_payload(name: str, events: list[list], rejects: list[list] = ()) -> Fil
 
 
 def batch(query_id: str, batch_id: int, *files: FilePayload) -> BatchPayload:
-    return BatchPayload(query_id, batch_id, list(files), datetime.now(timezone.utc), 5)
+    return BatchPayload(query_id, batch_id, list(files), datetime.now(UTC), 5)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import PYTHON, ROOT
+from tests.support.jobs import PYTHON, ROOT
 
 QUERY = "11111111-2222-3333-4444-555555555555"
 
@@ -36,7 +36,7 @@ def seed(database, source: Path) -> None:
 
 
 def status(database, source: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, "-m", "pipeline.status", "--source", str(source),
+    return subprocess.run([PYTHON, "-m", "pipeline.ops.status", "--source", str(source),
                            "--checkpoint", str(source.parent / "ck"), *args], cwd=ROOT,
                           env=database.job_env(), capture_output=True, text=True, timeout=60)
 
@@ -77,7 +77,7 @@ def test_waiting_files_without_commits_make_it_unhealthy(tmp_path, database):
 def test_chart_writes_a_png(tmp_path, database):
     seed(database, tmp_path)
     out = tmp_path / "chart.png"
-    result = subprocess.run([PYTHON, "-m", "pipeline.chart", "--output", str(out)], cwd=ROOT,
+    result = subprocess.run([PYTHON, "-m", "pipeline.ops.chart", "--output", str(out)], cwd=ROOT,
                             env=database.job_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000

@@ -15,10 +15,10 @@ from pathlib import Path
 import mysql.connector
 import pytest
 
-from conftest import PYTHON, ROOT, Database, Server, run_generator, run_job
 from pipeline.config import MySQLSettings
-from pipeline.setup_db import setup_database
-from support.mariadb_server import MariaDBServer, make_tls_material
+from pipeline.ops.setup_db import setup_database
+from tests.support.jobs import PYTHON, ROOT, Database, Server, run_generator, run_job
+from tests.support.mariadb_server import MariaDBServer, make_tls_material
 
 
 def openssl(*args: str, cwd: Path) -> None:

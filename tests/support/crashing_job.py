@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pipeline.sink import CommitHooks  # noqa: E402
-from spark_streaming import main  # noqa: E402
+from pipeline.contract import CommitHooks  # noqa: E402 - after the sys.path line above
+from spark_streaming import main  # noqa: E402 - after the sys.path line above
 
 MOMENTS = ("before_commit", "after_commit")
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import os
 import secrets
 import shutil
 import signal
@@ -41,7 +40,8 @@ class TlsMaterial:
 def _run(cmd: list[str], timeout: float = 60, cwd: Path | None = None) -> str:
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-2000:]}")
+        output = (proc.stdout + proc.stderr)[-2000:]
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {output}")
     return proc.stdout
 
 
@@ -59,18 +59,21 @@ def make_tls_material(directory: Path, hostnames=("localhost",), ips=("127.0.0.1
         "[v3_ca]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
         "subjectKeyIdentifier=hash\n"
     )
+    common_name = hostnames[0] if hostnames else ips[0]
     (d / "server.cnf").write_text(
-        f"[req]\ndistinguished_name=dn\nprompt=no\n[dn]\nCN={hostnames[0] if hostnames else ips[0]}\n"
+        f"[req]\ndistinguished_name=dn\nprompt=no\n[dn]\nCN={common_name}\n"
         f"[v3_srv]\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
         f"extendedKeyUsage=serverAuth\nsubjectAltName={san}\n"
         "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
     )
     m = TlsMaterial(d / "ca.pem", d / "ca-key.pem", d / "server-cert.pem", d / "server-key.pem")
     _run(["openssl", "req", "-x509", "-new", *EC_KEY, "-nodes", "-days", "2",
-          "-config", "ca.cnf", "-extensions", "v3_ca", "-keyout", m.ca_key.name, "-out", m.ca_cert.name], cwd=d)
+          "-config", "ca.cnf", "-extensions", "v3_ca", "-keyout", m.ca_key.name,
+          "-out", m.ca_cert.name], cwd=d)
     _run(["openssl", "req", "-new", *EC_KEY, "-nodes", "-config", "server.cnf",
           "-keyout", m.server_key.name, "-out", "server.csr"], cwd=d)
-    _run(["openssl", "x509", "-req", "-in", "server.csr", "-CA", m.ca_cert.name, "-CAkey", m.ca_key.name,
+    _run(["openssl", "x509", "-req", "-in", "server.csr", "-CA", m.ca_cert.name,
+          "-CAkey", m.ca_key.name,
           "-set_serial", str(secrets.randbits(63)), "-days", "2", "-extfile", "server.cnf",
           "-extensions", "v3_srv", "-out", m.server_cert.name], cwd=d)
     return m
@@ -103,7 +106,8 @@ class MariaDBServer:
         self.base_dir = Path(base_dir)
         self.datadir = self.base_dir / "data"
         self.socket = self.datadir / "mysqld.sock"
-        if len(str(self.socket)) > 100:  # sun_path holds 108 bytes; deep pytest tmp dirs overflow it
+        # sun_path holds 108 bytes; deep pytest tmp dirs overflow it.
+        if len(str(self.socket)) > 100:
             self.socket = Path(tempfile.mkdtemp(prefix="mdb-")) / "mysqld.sock"
         self.log_path = self.datadir / "error.log"
         self.port = port or free_port()
@@ -249,7 +253,8 @@ class MariaDBServer:
         while True:
             if self._proc.poll() is not None:
                 rc, self._proc = self._proc.returncode, None
-                raise RuntimeError(f"mariadbd exited ({rc}) on port {self.port}; log {self.log_path}:\n"
+                raise RuntimeError(f"mariadbd exited ({rc}) on port {self.port};"
+                                   f" log {self.log_path}:\n"
                                    f"{_tail(self.log_path)}")
             try:
                 self.sql("SELECT 1")

@@ -17,8 +17,9 @@ import asyncio
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 _EOF, _RESET = object(), object()
 C2S, S2C = "c2s", "s2c"
@@ -58,7 +59,8 @@ class TcpProxy:
         self._conns: set[_Conn] = set()
         self._tasks: set[asyncio.Task] = set()
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy",
+                                        daemon=True)
         self._server: asyncio.base_events.Server | None = None
         self._flowing: asyncio.Event | None = None
         self._closed = False
@@ -106,7 +108,8 @@ class TcpProxy:
         """Abort every open connection with RST (both the client and the server side)."""
         self._call(lambda: [self._reset(c) for c in list(self._conns)])
 
-    def reset_after_bytes(self, n: int | None, connections: int = 1, existing: bool = False) -> None:
+    def reset_after_bytes(self, n: int | None, connections: int = 1,
+                          existing: bool = False) -> None:
         """RST each of the next `connections` connections once n bytes went client->server
         (the bytes up to n are forwarded). existing=True also arms the open connections,
         counting from now. n=None disarms."""
@@ -161,7 +164,7 @@ class TcpProxy:
             try:
                 up_reader, up_writer = await asyncio.wait_for(
                     asyncio.open_connection(*self.target), self.timeout)
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 _rst(writer)  # the client sees what a dead server looks like
                 return
             budget = None

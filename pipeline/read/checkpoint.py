@@ -13,13 +13,13 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from pyspark.sql import SparkSession
 
-from pipeline.source_files import decode_uri
+from pipeline.read.local import decode_uri
 
 COMPACT_SUFFIX = ".compact"
 
@@ -117,6 +117,6 @@ class CheckpointLog:
         files = []
         for log_offset in range(start + 1, end + 1):
             for entry in self._entries(log_offset):
-                modified = datetime.fromtimestamp(entry["timestamp"] / 1000, tz=timezone.utc)
+                modified = datetime.fromtimestamp(entry["timestamp"] / 1000, tz=UTC)
                 files.append(SourceFile(uri=entry["path"], modified_at=modified))
         return files

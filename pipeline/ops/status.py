@@ -1,7 +1,7 @@
 """Is it working, how far behind, how fast, what was rejected: answered from the database.
 
 Usage:
-    python -m pipeline.status [--source DIR] [--checkpoint DIR] [--json] [--brief]
+    python -m pipeline.ops.status [--source DIR] [--checkpoint DIR] [--json] [--brief]
                               [--stale-after SECONDS]
 
 Exit code 0 when healthy, 1 when files wait but nothing was committed for --stale-after
@@ -16,12 +16,13 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.dbclient import TablesUnreadable, read_pipeline_tables
+from pipeline.contract import HEARTBEAT_FILE
+from pipeline.errors import TablesUnreadable
+from pipeline.ops.db import read_pipeline_tables
 
-HEARTBEAT_FILE = "_pipeline_heartbeat.json"  # written by pipeline.job.write_heartbeat
 RECENT_BATCHES = 200
 
 
@@ -64,7 +65,7 @@ def read_heartbeat(checkpoint: Path) -> tuple[bool | None, int | None]:
         beat = json.loads((checkpoint / HEARTBEAT_FILE).read_text())
     except (OSError, ValueError):
         return None, None
-    age = datetime.now(timezone.utc).timestamp() - float(beat["updated_at"])
+    age = datetime.now(UTC).timestamp() - float(beat["updated_at"])
     pid = int(beat["pid"])
     try:
         os.kill(pid, 0)
@@ -86,7 +87,7 @@ def waiting_files(source: Path, loaded: set[str]) -> list[Path]:
 
 def collect_status(cursor, source: Path, checkpoint: Path, stale_after_s: float) -> Status:
     """Gather every figure with a handful of queries."""
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     cursor.execute(
         "SELECT batch_id, file_count, rows_read, rows_written, rows_rejected, rows_duplicate,"
         " TIMESTAMPDIFF(MICROSECOND, newest_file_at, committed_at) / 1e6, committed_at,"
@@ -153,8 +154,10 @@ def render(status: Status, recent: int = 10) -> str:
     """A terminal report."""
     alive = {True: f"running (pid {status.job_pid})", False: "NOT running",
              None: "unknown (no heartbeat)"}[status.job_alive]
+    health = "healthy" if status.healthy else "UNHEALTHY: " + "; ".join(status.problems)
+    throughput = status.throughput_rows_per_s
     lines = [
-        f"pipeline      {'healthy' if status.healthy else 'UNHEALTHY: ' + '; '.join(status.problems)}",
+        f"pipeline      {health}",
         f"job           {alive}",
         f"last commit   {status.last_commit_at or 'never'}"
         + (f" ({status.seconds_since_last_commit:.0f}s ago)"
@@ -165,7 +168,7 @@ def render(status: Status, recent: int = 10) -> str:
         f"totals        {status.events_total} events from {status.rows_read_total} rows read"
         f" in {status.batches_total} batches; {status.rows_rejected_total} rejected,"
         f" {status.rows_duplicate_total} duplicate",
-        f"throughput    {status.throughput_rows_per_s if status.throughput_rows_per_s is not None else '-'} rows/s"
+        f"throughput    {throughput if throughput is not None else '-'} rows/s"
         f"   latency p50 {_seconds(status.latency_p50_s)}  p99 {_seconds(status.latency_p99_s)}",
     ]
     if status.rejected_by_reason:

@@ -1,7 +1,7 @@
 """Draw latency, throughput and rejected rows over time from the batch ledger, as a PNG.
 
 Usage:
-    python -m pipeline.chart [--output pipeline.png] [--hours 24]
+    python -m pipeline.ops.chart [--output pipeline.png] [--hours 24]
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import matplotlib
+# The object API draws to a file without a display or pyplot's global state.
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-from pipeline.dbclient import TablesUnreadable, read_pipeline_tables  # noqa: E402
+from pipeline.errors import TablesUnreadable
+from pipeline.ops.db import read_pipeline_tables
 
 
 def fetch_batches(cursor, hours: float) -> list[tuple]:
@@ -30,7 +30,8 @@ def fetch_batches(cursor, hours: float) -> list[tuple]:
 def draw(batches: list[tuple], output: Path) -> None:
     """Three stacked panels sharing the time axis."""
     times = [b[0] for b in batches]
-    fig, (latency, rate, rejected) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
+    fig = Figure(figsize=(10, 8))
+    latency, rate, rejected = fig.subplots(3, 1, sharex=True)
     fig.suptitle("events pipeline: one point per committed micro-batch (UTC)")
     latency.plot(times, [float(b[1] or 0) for b in batches], ".-", color="tab:blue")
     latency.set_ylabel("latency (s)\nnewest file → commit")
@@ -51,7 +52,6 @@ def draw(batches: list[tuple], output: Path) -> None:
     fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(output, dpi=100)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ Lines are split in bounded memory: a line longer than `LINE_MAX_BYTES` is cut th
 so a 200 MB line with no newline costs one block of memory, not 200 MB.
 
 While the lines are read, the file's size, physical line count and SHA-256 are taken from
-the same bytes; they go into `ingest_files`, where `pipeline.reconcile` compares them with the
+the same bytes; they go into `ingest_files`, where `pipeline.ops.reconcile` compares them with the
 file on disk. A file whose size or modification time changed while it was read is refused as
 a whole: what was read is not what is there.
 """
@@ -19,17 +19,12 @@ import hashlib
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from pipeline.contract import LINE_BAD_UTF8, LINE_MAX_BYTES, LINE_OK, LINE_TOO_LONG, FileFacts
 from pipeline.errors import FileRefused
 
-# A line (or a quoted record over several lines) longer than this cannot be an event:
-# the widest valid event is a few hundred bytes. Longer lines are rejected as too long.
-LINE_MAX_BYTES = 16 * 1024
-# Line states, the second item of each line tuple (True/False stay valid for the first two).
-LINE_BAD_UTF8, LINE_OK, LINE_TOO_LONG = 0, 1, 2
 _BLOCK_BYTES = 4 * 1024 * 1024
 
 
@@ -45,15 +40,6 @@ def decode_uri(uri: str) -> tuple[str, Path | None]:
         return uri, None
     path = unquote(parts.path) if parts.scheme else uri
     return "file:" + path, Path(path)
-
-
-@dataclass(frozen=True)
-class FileFacts:
-    """What was read of a file: the figures reconcile checks against the file later."""
-
-    size: int
-    lines: int
-    sha256: str
 
 
 def _kind(mode: int) -> str:

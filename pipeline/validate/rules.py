@@ -1,5 +1,5 @@
-"""The row rules: every line of a file becomes an event, a reject with a reason, a header or a
-blank line. Plain Python, no Spark: `pipeline.transforms` runs it inside Spark tasks.
+"""The row rules: every record of a file becomes an event, a reject with a reason, a header or
+a blank line. Plain Python, no Spark: `pipeline.validate.in_spark` runs it inside Spark tasks.
 
 Parsing is defensive by construction: each check is a pattern or a guarded conversion, so a
 bad value costs one row and can never fail a batch.
@@ -12,18 +12,28 @@ import re
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from pipeline.schema import EVENT_FIELDS, MAX_LENGTHS, PRICE_PATTERN
-from pipeline.source_files import LINE_BAD_UTF8, LINE_MAX_BYTES, LINE_OK, LINE_TOO_LONG
+from pipeline.contract import (
+    EVENT_FIELDS,
+    KIND_BLANK,
+    KIND_EVENT,
+    KIND_HEADER,
+    KIND_REJECTED,
+    LINE_BAD_UTF8,
+    LINE_MAX_BYTES,
+    LINE_OK,
+    LINE_TOO_LONG,
+    MAX_LENGTHS,
+    PRICE_PATTERN,
+)
 
 RAW_LINE_MAX_CHARS = 16000
 # What is kept of a line rejected as too long: enough to recognise it, never the whole.
 RAW_TOO_LONG_CHARS = 1000
 DETAIL_MAX_CHARS = 512
-KIND_EVENT, KIND_REJECTED, KIND_HEADER, KIND_BLANK = "event", "rejected", "header", "blank"
 
 _PRICE = re.compile(PRICE_PATTERN)
 _NEGATIVE_PRICE = re.compile("^-" + PRICE_PATTERN[1:])
@@ -50,7 +60,7 @@ class Line:
 
 @lru_cache(maxsize=16)
 def _zone(name: str):
-    return timezone.utc if name.upper() == "UTC" else ZoneInfo(name)
+    return UTC if name.upper() == "UTC" else ZoneInfo(name)
 
 
 def parse_event_time(text: str | None, source_time_zone: str = "UTC") -> str | None:
@@ -77,14 +87,14 @@ def parse_event_time(text: str | None, source_time_zone: str = "UTC") -> str | N
     except ValueError:
         return None
     if offset == "Z":
-        zone = timezone.utc
+        zone = UTC
     elif offset:
         sign = -1 if offset[0] == "-" else 1
         zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
     else:
         zone = _zone(source_time_zone)
     try:
-        utc = value.replace(tzinfo=zone).astimezone(timezone.utc)
+        utc = value.replace(tzinfo=zone).astimezone(UTC)
     except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past year 9999 in UTC
         return None
     if not 1000 <= utc.year <= 9999:

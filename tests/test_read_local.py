@@ -13,8 +13,14 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import FileRefused
-from pipeline.source_files import (LINE_BAD_UTF8, LINE_OK, LINE_TOO_LONG, LocalFile,
-                                   decode_uri, split_lines)
+from pipeline.read.local import (
+    LINE_BAD_UTF8,
+    LINE_OK,
+    LINE_TOO_LONG,
+    LocalFile,
+    decode_uri,
+    split_lines,
+)
 
 SEED = 1303
 

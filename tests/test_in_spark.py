@@ -1,12 +1,15 @@
-"""The Spark steps on a local session: files grouped whole per task, lines in order,
-invalid UTF-8 carried through Arrow, JSON chunks in line order."""
+"""The rules inside Spark tasks on a local session: files grouped whole per task, lines in
+order and numbered from one per file, invalid UTF-8 carried through Arrow, chunks in line
+order; and the TSV that LOAD DATA reads."""
 
 from __future__ import annotations
 
 import json
 
-from pipeline.schema import DEFAULT_EVENT_TYPES
-from pipeline.transforms import classify_lines, events_as_tsv, raw_lines, to_payload_chunks
+from pipeline.contract import DEFAULT_EVENT_TYPES
+from pipeline.read.spark_source import raw_lines
+from pipeline.validate.chunks import events_as_tsv
+from pipeline.validate.in_spark import to_payload_chunks
 
 HEADER = "event_id,user_id,product_id,event_type,price,event_time"
 
@@ -16,23 +19,34 @@ def lines_df(spark, rows):
     return spark.createDataFrame(rows, "source_file string, value string").coalesce(1)
 
 
-def test_classify_lines_numbers_each_file_from_one(spark):
+def test_each_file_is_numbered_from_one(spark):
     df = lines_df(spark, [("a", HEADER), ("a", "e1,u1,p1,view,1.00,2026-01-31T12:00:00Z"),
                           ("b", "e2,,p1,view,1.00,2026-01-31T12:00:00Z"),
                           ("b", "e3,u1,p1,view,1.00,2026-01-31T12:00:00Z")])
-    got = [(r.source_file, r.line_number, r.kind, r.reason, r.event_id)
-           for r in classify_lines(raw_lines(df), DEFAULT_EVENT_TYPES).collect()]
-    assert got == [("a", 1, "header", None, None), ("a", 2, "event", None, "e1"),
-                   ("b", 1, "rejected", "missing_user_id", None), ("b", 2, "event", None, "e3")]
+    chunks = {(c.source_file, c.kind): json.loads(c.payload)
+              for c in to_payload_chunks(raw_lines(df), DEFAULT_EVENT_TYPES).collect()}
+    assert [row[0] for row in chunks[("a", "event")]] == ["e1"]
+    assert [row[0] for row in chunks[("b", "event")]] == ["e3"]
+    assert [row[:2] for row in chunks[("b", "rejected")]] == [[1, "missing_user_id"]]
+    assert ("a", "rejected") not in chunks
 
 
 def test_invalid_utf8_survives_the_trip_through_arrow(spark):
     bad = "e1,u\xff1,p1,view,1.00,2026-01-31T12:00:00Z".encode("latin-1").hex()
     df = spark.createDataFrame([("f", "x")], "source_file string, value string").selectExpr(
         "source_file", f"cast(unhex('{bad}') AS STRING) AS value")
-    row = classify_lines(raw_lines(df), DEFAULT_EVENT_TYPES).collect()[0]
-    assert (row.kind, row.reason) == ("rejected", "invalid_utf8")
-    assert "\ufffd" in row.raw_line
+    (chunk,) = to_payload_chunks(raw_lines(df), DEFAULT_EVENT_TYPES).collect()
+    (line_number, reason, _detail, raw), = json.loads(chunk.payload)
+    assert (chunk.kind, line_number, reason) == ("rejected", 1, "invalid_utf8")
+    assert "\ufffd" in raw
+
+
+def test_a_line_too_long_is_cut_and_flagged_as_the_local_reader_does(spark):
+    df = lines_df(spark, [("f", "x" * 20000), ("f", "e1,u1,p1,view,1.00,2026-01-31T12:00:00Z")])
+    chunks = {c.kind: json.loads(c.payload)
+              for c in to_payload_chunks(raw_lines(df), DEFAULT_EVENT_TYPES).collect()}
+    assert [(r[0], r[1], len(r[3])) for r in chunks["rejected"]] == [(1, "line_too_long", 1000)]
+    assert [r[0] for r in chunks["event"]] == ["e1"]
 
 
 def test_payload_chunks_keep_line_order_and_split_by_size(spark):

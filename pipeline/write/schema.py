@@ -1,10 +1,23 @@
-"""The SQL files in sql/, read as statements (shared by the job, the set-up step and tests)."""
+"""The SQL files in sql/, read as statements (shared by the job, the set-up step and tests),
+and the job's own check that the tables it writes exist with every column."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+from py4j.protocol import Py4JJavaError
+
+from pipeline.errors import SinkError
+
+if TYPE_CHECKING:
+    from pipeline.write.connection import Connection
+
+log = logging.getLogger(__name__)
+
+TABLES = ("events", "events_rejected", "ingest_batches", "ingest_files")
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 SCHEMA_FILE = SQL_DIR / "001_schema.sql"
 GRANTS_FILE = SQL_DIR / "002_pipeline_user.sql"
 REPORT_GRANTS_FILE = SQL_DIR / "003_report_user.sql"
@@ -46,3 +59,30 @@ def read_statements(path: Path, **params: str) -> list[str]:
     if current:
         statements.append("\n".join(current))
     return [s.format(**params) if params else s for s in statements]
+
+
+def ensure_schema(db: Connection, user: str) -> None:
+    """Create missing tables from sql/001_schema.sql and add columns newer versions need,
+    or say who must (the job's own account may not: setup_db does it as an admin)."""
+    rows = db.query("SELECT lower(table_name) FROM information_schema.tables"
+                    " WHERE table_schema = DATABASE()")
+    missing = [t for t in TABLES if t not in {str(r[0]) for r in rows}]
+    if missing:
+        log.info("creating missing tables: %s", ", ".join(missing))
+        statements = read_statements(SCHEMA_FILE)
+    else:
+        statements = upgrade_statements({(str(t), str(c)) for t, c in db.query(COLUMNS_QUERY)})
+        missing = [s.split(" ADD COLUMN ")[1].split()[0] for s in statements]
+        if missing:
+            log.info("adding missing columns: %s", ", ".join(missing))
+    db.jdbc.rollback()
+    try:
+        for statement in statements:
+            db.execute(statement)
+        db.jdbc.commit()
+    except Py4JJavaError as e:
+        message = db.sql_error(e)[2]
+        raise SinkError(
+            f"tables or columns {', '.join(missing)} are missing and user {user} cannot"
+            f" create them ({message.splitlines()[0]}): run `python -m pipeline.ops.setup_db`"
+            " with an admin account, or apply sql/001_schema.sql") from None

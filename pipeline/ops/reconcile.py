@@ -1,7 +1,7 @@
 """Check every file against the tables and against its own bytes; print any that does not agree.
 
 Usage:
-    python -m pipeline.reconcile [--archive-dir DIR] [--json]
+    python -m pipeline.ops.reconcile [--archive-dir DIR] [--json]
 
 For every file in `ingest_files`:
 - its counts add up: rows_read = rows_written + rows_rejected + rows_duplicate, and its
@@ -27,8 +27,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.dbclient import TablesUnreadable, read_pipeline_tables
-from pipeline.schema import EVENT_FIELDS
+from pipeline.contract import EVENT_FIELDS
+from pipeline.errors import TablesUnreadable
+from pipeline.ops.db import read_pipeline_tables
 
 _FILES = """
 SELECT f.source_file, f.status, f.rows_read, f.rows_written, f.rows_rejected, f.rows_duplicate,

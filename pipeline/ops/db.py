@@ -9,13 +9,15 @@ setup_db: CREATE USER ... IDENTIFIED BY) to anyone listening.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import mysql.connector
 from mysql.connector.errors import InterfaceError
 
-from pipeline.config import ConfigError, MySQLSettings, load_settings
+from pipeline.config import MySQLSettings, load_settings
+from pipeline.errors import ConfigError, TablesUnreadable
 
 T = TypeVar("T")
 # mysql-connector-python's error number when VERIFY_* meets a server without TLS.
@@ -70,10 +72,6 @@ def connect(target: MySQLSettings, user: str, password: str, database: str | Non
     return conn
 
 
-class TablesUnreadable(Exception):
-    """A reporting command could not read the pipeline tables; the message says why."""
-
-
 def read_pipeline_tables(read: Callable[..., T]) -> T:
     """`read(cursor)` on the job's database as configured in env/.env, for the reporting
     commands (status, reconcile, chart): a bad setting or a database error is one message.
@@ -89,7 +87,7 @@ def read_pipeline_tables(read: Callable[..., T]) -> T:
                              password=settings.report_password)
         else:
             print(f"warning: MYSQL_REPORT_USER is not set: reading with the job's account"
-                  f" {target.user}, which may also write (python -m pipeline.setup_db creates"
+                  f" {target.user}, which may also write (python -m pipeline.ops.setup_db creates"
                   " a read-only one)", file=sys.stderr)
         conn = connect(target, target.user, target.password, target.database)
         try:

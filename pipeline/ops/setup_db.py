@@ -1,7 +1,7 @@
 """Create the database, the tables and the pipeline's accounts (run once, as an admin).
 
 Usage:
-    python -m pipeline.setup_db [--user-host HOST]
+    python -m pipeline.ops.setup_db [--user-host HOST]
 
 MYSQL_* from env/.env say where, and which accounts to create: the job's (MYSQL_USER) and,
 when MYSQL_REPORT_USER is set, a read-only one for status, chart and reconcile. The admin
@@ -30,10 +30,17 @@ from pathlib import Path
 import mysql.connector
 from dotenv import dotenv_values
 
-from pipeline.config import ConfigError, MySQLSettings, env_file_path, is_local_host, load_settings
-from pipeline.dbclient import NotEncrypted, connect
-from pipeline.sqlfiles import (COLUMNS_QUERY, GRANTS_FILE, REPORT_GRANTS_FILE, SCHEMA_FILE,
-                               read_statements, upgrade_statements)
+from pipeline.config import MySQLSettings, env_file_path, is_local_host, load_settings
+from pipeline.errors import ConfigError
+from pipeline.ops.db import NotEncrypted, connect
+from pipeline.write.schema import (
+    COLUMNS_QUERY,
+    GRANTS_FILE,
+    REPORT_GRANTS_FILE,
+    SCHEMA_FILE,
+    read_statements,
+    upgrade_statements,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +122,8 @@ def setup_database(target: MySQLSettings, admin_user: str, admin_password: str,
     """Database, tables, accounts and grants; safe to run any number of times.
 
     The job's account (target.user): SELECT and INSERT on the four tables, plus the column
-    UPDATE its upsert needs on events (sql/002_pipeline_user.sql). The reporting account, if a name is
+    UPDATE its upsert needs on events (sql/002_pipeline_user.sql). The reporting account, if a
+    name is
     given: SELECT on the four tables (sql/003_report_user.sql). Both REQUIRE SSL unless
     MYSQL_SSL_MODE is DISABLED. Returns the (user, host) accounts made.
     """

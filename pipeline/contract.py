@@ -1,0 +1,163 @@
+"""What the stages agree on: the event record, the reason codes, the source files' names, the
+states of a line, and the payload a batch hands from the checks to the database.
+
+Every stage imports this module and nothing imports a stage from here; it needs no Spark,
+so the generator and the tools load it without starting a JVM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from hashlib import sha256
+
+# -- the event record -----------------------------------------------------------------------
+EVENT_FIELDS = ("event_id", "user_id", "product_id", "event_type", "price", "event_time")
+DEFAULT_EVENT_TYPES = ("view", "add_to_cart", "purchase", "remove_from_cart")
+# Column widths of the `events` table (sql/001_schema.sql); longer values are rejected, not cut.
+MAX_LENGTHS = {"event_id": 64, "user_id": 64, "product_id": 64, "event_type": 32}
+# DECIMAL(12,2): ten digits before the point, at most two after.
+PRICE_PATTERN = r"^[0-9]{1,10}(\.[0-9]{1,2})?$"
+
+# -- source files ---------------------------------------------------------------------------
+SOURCE_GLOB = "events_*.csv"
+# Written into a local checkpoint folder by the running job, read by `pipeline.ops.status`.
+HEARTBEAT_FILE = "_pipeline_heartbeat.json"
+# A line (or a quoted record over several lines) longer than this cannot be an event: the
+# widest valid event is a few hundred bytes. Longer lines are rejected as too long.
+LINE_MAX_BYTES = 16 * 1024
+# A line's state, the second item of each (text, state) line (True and False stand for the
+# first two, as Spark's is_valid_utf8 gives them).
+LINE_BAD_UTF8, LINE_OK, LINE_TOO_LONG = 0, 1, 2
+
+# -- what a record becomes, and why ------------------------------------------------------------
+KIND_EVENT, KIND_REJECTED, KIND_HEADER, KIND_BLANK = "event", "rejected", "header", "blank"
+# Reason codes of events_rejected.reason for one record, in the order they are checked.
+REJECT_REASONS = (
+    "line_too_long",
+    "invalid_utf8",
+    "bad_header",
+    "broken_quoting",
+    "wrong_column_count",
+    "missing_event_id",
+    "missing_user_id",
+    "missing_product_id",
+    "field_too_long",
+    "unknown_event_type",
+    "bad_price",
+    "negative_price",
+    "bad_event_time",
+)
+# Reason codes for a file quarantined as a whole (ingest_files.status_reason).
+FILE_REASONS = ("symlink", "not_a_regular_file", "unreadable", "changed_while_read",
+                "database_rejected")
+FILE_LOADED, FILE_MISSING, FILE_QUARANTINED = "loaded", "missing", "quarantined"
+
+# How a chunk of checked events is written: JSON for INSERT ... JSON_TABLE, TSV for LOAD DATA.
+EVENTS_JSON, EVENTS_TSV = "json", "tsv"
+
+
+# -- payload types ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FileFacts:
+    """What was read of a file: the figures reconcile checks against the file later."""
+
+    size: int
+    lines: int
+    sha256: str
+
+
+@dataclass
+class FilePayload:
+    """One source file of a batch: its checked rows as chunks of text, ready for the sink.
+
+    `facts` are the size, lines and hash of what was read (local files). A quarantined file
+    keeps no rows: `reason` and `detail` say why it was refused as a whole.
+    """
+
+    source_file: str
+    modified_at: datetime | None
+    status: str = FILE_LOADED
+    rows_valid: int = 0
+    rows_rejected: int = 0
+    event_chunks: list[str] = field(default_factory=list)
+    reject_chunks: list[str] = field(default_factory=list)
+    facts: FileFacts | None = None
+    reason: str | None = None
+    detail: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The file's identity in `ingest_files`, whatever happens to the checkpoint."""
+        return sha256(self.source_file.encode("utf-8")).hexdigest()
+
+    @property
+    def missing(self) -> bool:
+        return self.status == FILE_MISSING
+
+    def count(self, kind: str, rows: int) -> None:
+        if kind == KIND_EVENT:
+            self.rows_valid += rows
+        else:
+            self.rows_rejected += rows
+
+    def add(self, kind: str, rows: int, text: str) -> None:
+        self.count(kind, rows)
+        (self.event_chunks if kind == KIND_EVENT else self.reject_chunks).append(text)
+
+    def mark_missing(self) -> None:
+        self.drop_rows()
+        self.status = FILE_MISSING
+
+    def quarantine(self, reason: str, detail: str) -> None:
+        """Refuse the whole file: none of its rows is written, the reason is recorded."""
+        self.drop_rows()
+        self.status, self.reason, self.detail = FILE_QUARANTINED, reason, detail[:512]
+
+    def drop_rows(self) -> None:
+        self.rows_valid = self.rows_rejected = 0
+        self.event_chunks, self.reject_chunks = [], []
+
+
+@dataclass
+class BatchPayload:
+    """Everything one micro-batch writes."""
+
+    query_id: str
+    batch_id: int
+    files: list[FilePayload]
+    started_at: datetime
+    prepare_ms: int
+
+    def only(self, files: list[FilePayload]) -> BatchPayload:
+        """The same batch holding only `files`."""
+        return BatchPayload(self.query_id, self.batch_id, files, self.started_at,
+                            self.prepare_ms)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What the database now holds for a batch."""
+
+    replayed: bool
+    rows_written: int = 0
+    rows_duplicate: int = 0
+    files_skipped: int = 0
+    attempts: int = 1
+    db_ms: int = 0
+
+
+# (source_file, kind, rows, payload): one chunk of a file's checked rows, as streamed.
+Chunk = tuple[str, str, int, str]
+
+
+class CommitHooks:
+    """Called around each transaction's COMMIT. The job passes none; the crash tests pass
+    one that kills the job at the two moments that matter: before the transaction reached
+    the database, and after it committed but before Spark recorded the batch."""
+
+    def before_commit(self, batch_id: int) -> None:
+        """Right before the batch's last statements and COMMIT are sent."""
+
+    def after_commit(self, batch_id: int) -> None:
+        """Right after COMMIT returned."""

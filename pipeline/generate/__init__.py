@@ -1,0 +1,1 @@
+"""The data generator: synthetic events (`events`) and its command line (`cli`)."""

@@ -1,0 +1,204 @@
+"""The foreachBatch function: one micro-batch, from its files to the commit.
+
+    files (Spark's checkpoint log) -> route (`routes.choose_route`) -> checked chunks
+    -> sink commit (one transaction with the ledger row)
+
+If the database refuses the batch's data, its files are written one by one and the file
+that still fails is quarantined as a whole, so no single file can stop the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+from pyspark.sql import DataFrame
+
+from pipeline.config import Settings
+from pipeline.contract import EVENTS_JSON, EVENTS_TSV, BatchPayload, BatchResult, FilePayload
+from pipeline.errors import BatchRejected, FileRefused, SinkError, StopRequested
+from pipeline.job.prefetch import prefetched
+from pipeline.job.routes import (
+    DRIVER_BATCH_MAX_BYTES,
+    ROUTE_DRIVER,
+    ROUTE_STREAMED,
+    checked_chunks,
+    choose_route,
+    read_in_spark,
+    read_local_payload,
+)
+from pipeline.read.checkpoint import CheckpointLog, SourceFile
+from pipeline.write.sink import MySQLSink
+
+log = logging.getLogger(__name__)
+
+
+class BatchWriter:
+    """Called by Spark for each micro-batch, on its callback thread."""
+
+    def __init__(self, sink: MySQLSink, checkpoint: CheckpointLog, settings: Settings,
+                 driver_batch_max_bytes: int = DRIVER_BATCH_MAX_BYTES):
+        self._sink = sink
+        self._checkpoint = checkpoint
+        self._settings = settings
+        self._driver_batch_max_bytes = driver_batch_max_bytes
+        self._lock = threading.Lock()
+        self._closing = False
+        self._query_id: str | None = None
+        self._query_id_ready = threading.Event()
+        self.last_error: str | None = None
+        self.batches = 0
+        # (monotonic time, files) of recent batches: tells the supervisor the input rate.
+        self.recent_batches: deque[tuple[float, int]] = deque(maxlen=10000)
+
+    def set_query_id(self, query_id: str) -> None:
+        """Spark's query id keys the ledger and goes into SQL text: a UUID, nothing else."""
+        self._query_id = str(uuid.UUID(query_id))
+        self._query_id_ready.set()
+
+    def close_after_current_batch(self) -> None:
+        """Wait for a batch in flight to commit; later batches will not commit."""
+        with self._lock:
+            self._closing = True
+
+    def reopen(self) -> None:
+        """Accept batches again (for the next query on the same checkpoint)."""
+        with self._lock:
+            self._closing = False
+
+    def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
+        with self._lock:
+            if self._closing:
+                log.info("batch %d not started: stopping (it runs again on restart)", batch_id)
+                raise StopRequested(f"batch {batch_id} not started: stopping")
+            try:
+                self._write(batch_df, batch_id)
+            except SinkError as e:
+                self.last_error = str(e)
+                raise
+            except Exception as e:
+                # Not expected: keep the whole story for whoever fixes it.
+                log.exception("batch %d failed", batch_id)
+                self.last_error = f"batch {batch_id} failed: {e}"
+                raise
+
+    def _write(self, batch_df: DataFrame, batch_id: int) -> None:
+        started_at, t0 = datetime.now(UTC), time.monotonic()
+        if not self._query_id_ready.wait(timeout=120):
+            raise SinkError("the query id never became known; cannot key the batch ledger")
+        files = self._checkpoint.files_of_batch(batch_id)
+        self.recent_batches.append((time.monotonic(), len(files)))
+        route = choose_route(files, self._driver_batch_max_bytes)
+        if route == ROUTE_STREAMED:
+            batch, result, route = self._write_streamed(files, batch_id, started_at)
+        else:
+            chunk_bytes = self._sink.chunk_max_bytes
+            payloads = ([read_local_payload(f, self._settings, chunk_bytes) for f in files]
+                        if route == ROUTE_DRIVER else
+                        read_in_spark(batch_df, files, self._settings, chunk_bytes,
+                                      self._checkpoint))
+            batch = BatchPayload(self._query_id, batch_id, payloads, started_at,
+                                 int((time.monotonic() - t0) * 1000))
+            try:
+                result = self._sink.commit_batch(batch)
+            except BatchRejected as e:
+                result = self._commit_file_by_file(batch, e, self._commit_one_file)
+        self.batches += 1
+        log_batch(batch, result, route)
+
+    def record_refused_entry(self, name: str, reason: str, detail: str) -> None:
+        """Quarantine an entry of the source folder that no batch will ever hold."""
+        entry = FilePayload(name, None)
+        entry.quarantine(reason, detail)
+        batch = BatchPayload(self._query_id, -1, [entry], datetime.now(UTC), 0)
+        with self._lock:
+            self._commit_one_file(batch, entry)
+
+    def _commit_one_file(self, batch: BatchPayload, f: FilePayload) -> BatchResult:
+        return self._sink.commit_batch(batch.only([f]), ledger=False)
+
+    def _commit_file_by_file(self, batch: BatchPayload, error: Exception,
+                             commit_file: Callable[[BatchPayload, FilePayload], BatchResult]
+                             ) -> BatchResult:
+        """Write a refused batch's files one transaction each, then its ledger row.
+
+        A file that still fails alone is quarantined as a whole with the error. Each file's
+        transaction holds its `ingest_files` row, so a replay after a crash skips the files
+        already written; the ledger row comes last.
+        """
+        log.warning("batch %d: %s; writing its %d file(s) one by one to isolate the cause",
+                    batch.batch_id, error, len(batch.files))
+        for f in batch.files:
+            try:
+                commit_file(batch, f)
+            except (BatchRejected, FileRefused) as e:
+                f.quarantine(e.reason if isinstance(e, FileRefused) else "database_rejected",
+                             str(e))
+                log.warning("batch %d: %s quarantined as a whole: %s", batch.batch_id,
+                            f.source_file, e)
+                self._commit_one_file(batch, f)
+        return self._sink.commit_ledger(batch)
+
+    def _write_streamed(self, files: list[SourceFile], batch_id: int, started_at: datetime
+                        ) -> tuple[BatchPayload, BatchResult, str]:
+        """Check a big batch on the driver, chunk by chunk, while the sink writes.
+
+        One file is one Spark task anyway, so Spark would add nothing but a wait: checks
+        and write run one after the other there. Here they overlap, on two cores.
+        """
+        batch = BatchPayload(self._query_id, batch_id,
+                             [FilePayload(f.name, f.modified_at) for f in files], started_at, 0)
+        event_format = EVENTS_TSV if self._sink.bulk_load else EVENTS_JSON
+        sources = {f.name: f for f in files}
+
+        def stream(targets: list[FilePayload], ledger: bool) -> BatchResult:
+            def checked() -> Iterator[tuple[str, str, int, str]]:
+                t0 = time.monotonic()
+                for target in targets:
+                    for kind, rows, text in checked_chunks(
+                            sources[target.source_file], target, self._settings,
+                            self._sink.chunk_max_bytes, event_format):
+                        yield target.source_file, kind, rows, text
+                batch.prepare_ms = int((time.monotonic() - t0) * 1000)
+
+            part = batch if targets is batch.files else batch.only(targets)
+            with prefetched(checked(), name=f"checks-batch-{batch_id}") as chunks:
+                return self._sink.commit_streamed(part, chunks, event_format, ledger=ledger)
+
+        def commit_file(_batch: BatchPayload, target: FilePayload) -> BatchResult:
+            target.drop_rows()
+            return stream([target], ledger=False)
+
+        try:
+            result = stream(batch.files, ledger=True)
+        except (BatchRejected, FileRefused) as e:
+            for target in batch.files:
+                target.drop_rows()
+            result = self._commit_file_by_file(batch, e, commit_file)
+        route = ROUTE_STREAMED + (" as LOAD DATA" if event_format == EVENTS_TSV else "")
+        return batch, result, route
+
+
+def log_batch(batch: BatchPayload, result: BatchResult, where: str) -> None:
+    """One INFO line per batch with its figures."""
+    if result.replayed:
+        log.info("batch %d: already committed before a restart (replay): nothing written",
+                 batch.batch_id)
+        return
+    rows_read = sum(f.rows_valid + f.rows_rejected for f in batch.files)
+    rejected = sum(f.rows_rejected for f in batch.files)
+    newest = max((f.modified_at for f in batch.files if f.modified_at), default=None)
+    latency = (f", latency {(datetime.now(UTC) - newest).total_seconds():.2f}s"
+               if newest else "")
+    skipped = (f", {result.files_skipped} file(s) loaded earlier skipped"
+               if result.files_skipped else "")
+    log.info("batch %d: %d file(s), %d rows read -> %d written, %d rejected, %d duplicate;"
+             " checked in %d ms (%s), db %d ms (%d attempt%s)%s%s", batch.batch_id,
+             len(batch.files), rows_read, result.rows_written, rejected, result.rows_duplicate,
+             batch.prepare_ms, where, result.db_ms, result.attempts,
+             "" if result.attempts == 1 else "s", latency, skipped)

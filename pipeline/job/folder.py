@@ -1,0 +1,80 @@
+"""What the supervisor watches besides the query: the source folder (backlog, entries the
+job will never read) and the heartbeat that tells `pipeline.ops.status` the job is alive."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from pipeline.contract import HEARTBEAT_FILE, SOURCE_GLOB
+from pipeline.errors import PipelineError
+from pipeline.job.options import JobOptions, local_path
+
+log = logging.getLogger(__name__)
+
+
+
+def files_newer_than(folder: Path, newest: datetime | None) -> list[Path]:
+    """The source files in `folder` modified after `newest` (all of them when None)."""
+    limit = newest.timestamp() if newest else float("-inf")
+    found = []
+    for path in folder.glob(SOURCE_GLOB):
+        try:
+            if path.stat().st_mtime > limit:
+                found.append(path)
+        except FileNotFoundError:
+            pass  # archived or deleted while we looked
+    return found
+
+
+class IgnoredFileReporter:
+    """Says once per name which entries of the source folder the job will never read.
+
+    A directory named like a source file is one Spark never lists: it is recorded as
+    quarantined (through `record`), so it shows in the tables, not only in a log.
+    """
+
+    def __init__(self, options: JobOptions, record: Callable[[str, str, str], None]):
+        self._folder = local_path(options.source)
+        self._record = record
+        self._seen: set[str] = set()
+
+    def report(self) -> None:
+        if self._folder is None or not self._folder.is_dir():
+            return
+        for path in self._folder.iterdir():
+            name = path.name
+            if name in self._seen or name.startswith((".", "_")):
+                continue
+            if fnmatch.fnmatch(name, SOURCE_GLOB):
+                if path.is_dir():
+                    try:
+                        self._record("file:" + str(path), "not_a_regular_file",
+                                     "a directory: only regular files are read")
+                    except PipelineError as e:
+                        log.warning("could not record directory %s yet: %s", path, e)
+                        continue
+                    log.warning("quarantined %s: a directory, not a file", path)
+                    self._seen.add(name)
+                continue
+            if not path.is_dir():
+                log.warning("ignoring %s: only files named %s are read", path, SOURCE_GLOB)
+            self._seen.add(name)
+
+
+def write_heartbeat(options: JobOptions, started_at: float) -> None:
+    """Tell `pipeline.ops.status` the job is alive (local checkpoints only)."""
+    checkpoint = local_path(options.checkpoint)
+    if checkpoint is None:
+        return
+    beat = {"pid": os.getpid(), "started_at": started_at, "updated_at": time.time(),
+            "source": options.source}
+    tmp = checkpoint / f".{HEARTBEAT_FILE}.tmp"
+    tmp.write_text(json.dumps(beat))
+    tmp.replace(checkpoint / HEARTBEAT_FILE)

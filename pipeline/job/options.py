@@ -1,0 +1,66 @@
+"""What the command line decides, checked before Spark starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pipeline.errors import JobError
+from pipeline.job.routes import DRIVER_BATCH_MAX_BYTES
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What the command line decides."""
+
+    source: str
+    checkpoint: str
+    max_files_per_trigger: int = 1
+    once: bool = False
+    trigger_interval_s: float = 0.0
+    verbose: bool = False
+    prometheus: bool = False
+    catch_up_files: int = 0  # 0: off
+    driver_batch_max_bytes: int = DRIVER_BATCH_MAX_BYTES  # 0: every batch through Spark
+    clean_source: str = "off"  # Spark's cleanSource: off, archive or delete
+    archive_dir: str | None = None
+
+
+def local_path(uri: str) -> Path | None:
+    """The local path of a plain path or file: URI; None for hdfs://, s3a:// and the like."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return Path(parsed.path if parsed.scheme else uri).expanduser().resolve()
+    return None
+
+
+def check_paths(options: JobOptions) -> JobOptions:
+    """Fail early and clearly on a missing source or an unwritable checkpoint (local paths)."""
+    source = local_path(options.source)
+    if source is not None and not source.is_dir():
+        raise JobError(f"source folder {source} does not exist: start the generator"
+                       " (python data_generator.py) or create it")
+    checkpoint = local_path(options.checkpoint)
+    if checkpoint is not None:
+        try:
+            checkpoint.mkdir(parents=True, exist_ok=True)
+            probe = checkpoint / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            raise JobError(f"checkpoint folder {checkpoint} is not writable: {e.strerror}"
+                           ) from None
+    archive = options.archive_dir
+    if options.clean_source == "archive":
+        if not archive:
+            raise JobError("--clean-source archive needs --archive-dir")
+        archive_path = local_path(archive)
+        if archive_path is not None and source is not None \
+                and archive_path.is_relative_to(source):
+            raise JobError(f"archive folder {archive_path} must be outside the source folder")
+        archive = str(archive_path) if archive_path else archive
+    # Spark wants absolute locations; keep URIs as given.
+    return replace(options, source=str(source) if source else options.source,
+                   checkpoint=str(checkpoint) if checkpoint else options.checkpoint,
+                   archive_dir=archive)

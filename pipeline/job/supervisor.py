@@ -1,0 +1,173 @@
+"""Runs the streaming query in phases, as `policy.CatchUpPolicy` decides, until the source is
+drained (--once) or a signal stops it; the glue between the policy and Spark."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+from pyspark.errors import StreamingQueryException
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from pipeline.contract import SOURCE_GLOB
+from pipeline.job.batch import BatchWriter
+from pipeline.job.folder import IgnoredFileReporter, files_newer_than, write_heartbeat
+from pipeline.job.options import JobOptions, local_path
+from pipeline.job.policy import (
+    BACKLOG_CHECK_S,
+    BACKLOG_FILES,
+    OVERLOAD_CALM_S,
+    CatchUpPolicy,
+    Phase,
+)
+from pipeline.job.session import QUERY_NAME, quiet_refusals
+from pipeline.read.spark_source import read_lines
+from pipeline.write.sink import MySQLSink
+
+log = logging.getLogger(__name__)
+
+
+def start_query(spark: SparkSession, writer: BatchWriter, options: JobOptions,
+                phase: Phase) -> StreamingQuery:
+    """Start the streaming query of one phase, on the job's checkpoint."""
+    lines = read_lines(spark, options.source, phase.files_per_trigger, options.clean_source,
+                       options.archive_dir)
+    stream = (lines.writeStream.queryName(QUERY_NAME)
+              .option("checkpointLocation", options.checkpoint).foreachBatch(writer))
+    if phase.available_now:
+        stream = stream.trigger(availableNow=True)
+    elif options.trigger_interval_s > 0:
+        stream = stream.trigger(processingTime=f"{options.trigger_interval_s} seconds")
+    query = stream.start()
+    writer.set_query_id(str(query.id))
+    return query
+
+
+class Supervisor:
+    """Starts each phase's query, watches it, and stops it between batches."""
+
+    def __init__(self, spark: SparkSession, sink: MySQLSink, writer: BatchWriter,
+                 options: JobOptions):
+        self._spark = spark
+        self._sink = sink
+        self._writer = writer
+        self._options = options
+        self._policy = CatchUpPolicy(options.max_files_per_trigger, options.catch_up_files,
+                                     options.once)
+        self._stop = threading.Event()
+        self._started_at = time.time()
+        self._ignored = IgnoredFileReporter(options, writer.record_refused_entry)
+        self._announced = False
+
+    def run(self) -> int:
+        previous = {s: signal.signal(s, self._request_stop)
+                    for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while True:
+                outcome = self._run_phase(self._policy.next_phase(self._backlog()))
+                if outcome is not None:
+                    return outcome
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _request_stop(self, signum, _frame) -> None:
+        log.info("%s received: stopping after the batch in flight", signal.Signals(signum).name)
+        self._stop.set()
+
+    def _backlog(self) -> int:
+        """Files waiting, when catch-up is on and the source is a local folder; else 0.
+
+        Spark takes files oldest first, so the files newer than the newest one loaded are
+        the backlog: one indexed query and a listing, however long the history.
+        """
+        source = local_path(self._options.source)
+        if not self._policy.enabled or source is None:
+            return 0
+        try:
+            newest = self._sink.newest_loaded_file_at()
+        except Exception as e:  # noqa: BLE001 - only a speed-up is lost; batches report faults
+            log.debug("backlog check skipped: %s", e)
+            return 0
+        return len(files_newer_than(source, newest))
+
+    def _recent_batch_files(self) -> list[int]:
+        since = time.monotonic() - OVERLOAD_CALM_S
+        return [files for at, files in list(self._writer.recent_batches) if at >= since]
+
+    def _run_phase(self, phase: Phase) -> int | None:
+        """One query from start to end: an exit code, or None to start the next phase."""
+        policy, options = self._policy, self._options
+        self._writer.reopen()
+        query = start_query(self._spark, self._writer, options, phase)
+        self._ignored.report()
+        if not self._announced:
+            log.info("streaming %s/%s -> MySQL, checkpoint %s, query id %s, Spark UI %s",
+                     options.source, SOURCE_GLOB, options.checkpoint, query.id,
+                     self._spark.sparkContext.uiWebUrl or "off")
+            self._announced = True
+        if phase.catching_up and not policy.overloaded:
+            log.info("backlog of more than %d files: catching up with up to %d files per"
+                     " micro-batch", BACKLOG_FILES, phase.files_per_trigger)
+        if phase.available_now:
+            phase_over = self._watch(query, None)
+        elif policy.overloaded:
+            phase_over = self._watch(
+                query, lambda s: policy.overload_over(s, self._recent_batch_files()))
+        else:
+            phase_over = self._watch(
+                query, lambda s: policy.steady_phase_over(self._backlog(), s))
+        if self._stop.is_set() or phase_over:
+            return self._stop_between_batches(query)
+        exception = query.exception()
+        if exception is not None:
+            log.error("stopped by an error: %s",
+                      self._writer.last_error or str(exception).splitlines()[0])
+            return 1
+        if phase.catching_up and not options.once:
+            log.info("caught up: back to %d file(s) per micro-batch",
+                     options.max_files_per_trigger)
+            policy.caught_up()
+            return None
+        log.info("source drained: %d batch(es) committed", self._writer.batches)
+        return 0
+
+    def _watch(self, query: StreamingQuery, phase_over: Callable[[float], bool] | None
+               ) -> bool:
+        """Wait for the query to end or a stop; True when `phase_over` (asked every
+        BACKLOG_CHECK_S with the seconds the phase has run) says to start the next phase."""
+        started = last_check = time.time()
+        last_beat = 0.0
+        while query.isActive and not self._stop.is_set():
+            try:
+                query.awaitTermination(0.5)
+            except StreamingQueryException:
+                return False  # the caller reads query.exception()
+            now = time.time()
+            if now - last_beat >= 5:
+                write_heartbeat(self._options, self._started_at)
+                self._ignored.report()
+                last_beat = now
+            if phase_over is not None and now - last_check >= BACKLOG_CHECK_S:
+                last_check = now
+                if query.isActive and phase_over(now - started):
+                    return True
+        return False
+
+    def _stop_between_batches(self, query: StreamingQuery) -> int | None:
+        """Let the batch in flight commit, refuse the next, stop: an exit code when the job
+        ends (a stop was asked for, or the batch in flight failed), else None."""
+        with quiet_refusals(self._spark):
+            self._writer.close_after_current_batch()
+            query.stop()
+        if self._writer.last_error:
+            log.error("stopped; the batch in flight failed: %s", self._writer.last_error)
+            return 1
+        if self._stop.is_set():
+            log.info("stopped cleanly after %d batch(es)", self._writer.batches)
+            return 0
+        return None

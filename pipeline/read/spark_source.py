@@ -1,0 +1,47 @@
+"""Spark's side of reading: the streaming file source, and a batch's lines as Spark tasks see
+them, cut and flagged exactly as the local reader (`pipeline.read.local`) does."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from pipeline.contract import LINE_BAD_UTF8, LINE_MAX_BYTES, LINE_OK, LINE_TOO_LONG, SOURCE_GLOB
+
+
+def read_lines(spark: SparkSession, source: str, files_per_trigger: int,
+               clean_source: str = "off", archive_dir: str | None = None) -> DataFrame:
+    """The file source: new `events_*.csv` files as raw lines with their file's path.
+
+    Only the file list is used for local files (the driver reads them itself); Spark reads
+    the lines for hdfs://, s3a:// and the like.
+    """
+    reader = (
+        spark.readStream.format("text")
+        .option("pathGlobFilter", SOURCE_GLOB)
+        .option("maxFilesPerTrigger", files_per_trigger)
+        # Spark silently skips files over a week older than the newest one; we never do.
+        .option("maxFileAge", "3650d")
+    )
+    if clean_source != "off":
+        # Spark moves or deletes a batch's files once the next batch is planned, so only
+        # files whose batch is committed in the checkpoint (and so in MySQL) go.
+        reader = reader.option("cleanSource", clean_source)
+        if archive_dir:
+            reader = reader.option("sourceArchiveDir", archive_dir)
+    return (reader.load(source)
+            .select(F.col("_metadata.file_path").alias("source_file"), F.col("value")))
+
+
+def raw_lines(batch: DataFrame) -> DataFrame:
+    """(source_file, value, state): invalid UTF-8 replaced and too long lines cut, with the
+    line's state for the rules (LINE_OK, LINE_BAD_UTF8, LINE_TOO_LONG)."""
+    too_long = F.octet_length("value") > LINE_MAX_BYTES
+    valid = F.make_valid_utf8("value")
+    return batch.select(
+        "source_file",
+        F.when(too_long, F.substring(valid, 1, LINE_MAX_BYTES + 1)).otherwise(valid)
+        .alias("value"),
+        F.when(too_long, F.lit(LINE_TOO_LONG)).when(F.is_valid_utf8("value"), F.lit(LINE_OK))
+        .otherwise(F.lit(LINE_BAD_UTF8)).alias("state"),
+    )

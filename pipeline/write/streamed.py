@@ -1,0 +1,137 @@
+"""Big batches written while their later rows are still being checked.
+
+The chunks of a streamed batch go into one open transaction as they arrive; the file rows,
+the ledger row and COMMIT come last, so a crash at any point leaves nothing behind. Events
+go through LOAD DATA LOCAL from memory when the server allows it, else INSERT ... JSON_TABLE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from py4j.protocol import Py4JJavaError
+
+from pipeline.contract import EVENTS_TSV, KIND_EVENT, BatchPayload, BatchResult, Chunk, FilePayload
+from pipeline.errors import BatchRejected, SinkError
+from pipeline.write import statements as sql
+from pipeline.write.connection import DUPLICATE_KEY, Connection
+
+if TYPE_CHECKING:
+    from pipeline.write.sink import MySQLSink
+
+
+class ChunkStream:
+    """A streamed batch's chunks: read once from the checks, kept to send again on a retry.
+
+    The counts in the batch's files grow as the chunks arrive.
+    """
+
+    def __init__(self, batch: BatchPayload, chunks: Iterator[Chunk]):
+        self._batch = batch
+        self._chunks = chunks
+        self._received: list[tuple[FilePayload, str, int, str]] = []
+
+    def replay_then_read(self) -> Iterator[tuple[FilePayload, str, int, str]]:
+        yield from self._received
+        files = {f.source_file: f for f in self._batch.files}
+        for source_file, kind, rows, payload in self._chunks:
+            f = files.get(source_file)
+            if f is None:  # not in the checkpoint's list: still accounted for, never dropped
+                f = files[source_file] = FilePayload(source_file, None)
+                self._batch.files.append(f)
+            f.count(kind, rows)
+            self._received.append((f, kind, rows, payload))
+            yield self._received[-1]
+
+
+def load_events(db: Connection, stmt, rows: int, tsv: str) -> int:
+    """LOAD DATA LOCAL of one TSV chunk from memory; the number of new events.
+
+    LOCAL turns every data error into a warning and skips the row, like IGNORE: a row the
+    table refuses (a constraint, a value that does not fit) would pass for a duplicate if
+    only the warnings were counted. So each warning's code is read, and anything but a
+    duplicate key refuses the batch rather than store it altered.
+    """
+    stmt.setLocalInfileInputStream(db.input_stream(tsv.encode("utf-8")))
+    stmt.execute(sql.EVENTS_LOAD)
+    loaded = stmt.getUpdateCount()
+    if loaded == rows:
+        return loaded
+    rs = stmt.executeQuery("SHOW WARNINGS")
+    other, codes = [], 0
+    while rs.next():
+        codes += 1
+        if rs.getInt(2) != DUPLICATE_KEY:
+            other.append(f"{rs.getInt(2)} {rs.getString(3)}")
+    rs.close()
+    if other or codes != rows - loaded:
+        first = other[0] if other else f"{codes} warnings for {rows - loaded} skipped rows"
+        raise BatchRejected(
+            f"LOAD DATA of {rows} events skipped {rows - loaded} rows that are not all"
+            f" duplicates ({first}): the events table refuses values the checks passed;"
+            " check it matches sql/001_schema.sql (nothing of this batch was committed)")
+    return loaded
+
+
+class StreamedWrite:
+    """One streamed batch; `attempt` is called by the sink's retry loop."""
+
+    def __init__(self, sink: MySQLSink, batch: BatchPayload, chunks: Iterator[Chunk],
+                 event_format: str, ledger: bool):
+        self._sink = sink
+        self._batch = batch
+        self._stream = ChunkStream(batch, chunks)
+        self._format = event_format
+        self._ledger = ledger
+
+    def attempt(self, attempt: int) -> BatchResult:
+        sink, batch = self._sink, self._batch
+        # Ask first: sending a big batch only to find it committed before wastes minutes.
+        if self._ledger and sink.ledger.batch_committed(batch):
+            return BatchResult(replayed=True, attempts=attempt)
+        done = sink.ledger.files_loaded(batch)
+        written = self._send_rows(done)
+        kept = batch.only([f for f in batch.files if f.key not in done])
+        statements = sql.batch_statements(kept, attempt, len(done), written,
+                                          ledger=self._ledger)
+        try:
+            counts = sink.commit(statements, batch.batch_id)
+        except Py4JJavaError as e:
+            sink.rollback_after(e, batch)
+            if self._ledger and sink.ledger.batch_committed(batch):
+                return BatchResult(replayed=True, attempts=attempt)
+            raise SinkError(f"batch {batch.batch_id}: its files were loaded by another job"
+                            " while it was written; nothing of it was committed") from None
+        return BatchResult(replayed=False, rows_written=counts[0], rows_duplicate=counts[1],
+                           files_skipped=len(done), attempts=attempt)
+
+    def _send_rows(self, done: dict) -> dict[str, int]:
+        """Every chunk into the open transaction; new events per file key."""
+        db, batch = self._sink.db, self._batch
+        written: dict[str, int] = {}
+        stmt = db.jdbc.createStatement()
+        try:
+            stmt.execute("SET @batch_started = NOW(6)")
+            for f, kind, rows, payload in self._stream.replay_then_read():
+                if f.key in done:
+                    continue
+                if kind != KIND_EVENT:
+                    stmt.execute(sql.rejects_insert(batch, f, payload))
+                    continue
+                if self._format == EVENTS_TSV:
+                    new = load_events(db, stmt, rows, payload)
+                else:
+                    stmt.execute(sql.EVENTS_INSERT.format(json=sql.text_literal(payload)))
+                    new = stmt.getUpdateCount()
+                written[f.key] = written.get(f.key, 0) + new
+        except Py4JJavaError as e:
+            self._sink.rollback_after(e, batch)
+            raise SinkError(f"batch {batch.batch_id}: duplicate key in the events of a"
+                            " streamed batch") from None
+        except BaseException:
+            db.rollback_quietly()  # the checks failed or the job is stopping
+            raise
+        finally:
+            stmt.close()
+        return written
