@@ -35,6 +35,7 @@ from pipeline.errors import ConfigError
 from pipeline.ops.db import NotEncrypted, connect
 from pipeline.write.schema import (
     COLUMNS_QUERY,
+    EVENTS_GUARD_FILE,
     GRANTS_FILE,
     REPORT_GRANTS_FILE,
     SCHEMA_FILE,
@@ -154,6 +155,9 @@ def setup_database(target: MySQLSettings, admin_user: str, admin_password: str,
             raise ValueError(f"unexpected client host {hosts}: pass --user-host")
         cur.execute("SELECT VERSION()")
         flavour = "mariadb" if "mariadb" in str(cur.fetchone()[0]).lower() else "mysql"
+        if flavour == "mariadb":
+            for statement in read_statements(EVENTS_GUARD_FILE):
+                cur.execute(statement)
         made = []
         for user, password, grants in wanted:
             _create_account(cur, target.database, user, password, hosts,

@@ -21,6 +21,7 @@ SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 SCHEMA_FILE = SQL_DIR / "001_schema.sql"
 GRANTS_FILE = SQL_DIR / "002_pipeline_user.sql"
 REPORT_GRANTS_FILE = SQL_DIR / "003_report_user.sql"
+EVENTS_GUARD_FILE = SQL_DIR / "004_events_guard.sql"
 
 # Columns added since the first schema: (table, column, definition). Tables created by an
 # older version get them from `upgrade_statements` (MySQL 8 has no ADD COLUMN IF NOT EXISTS).
