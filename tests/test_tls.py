@@ -146,8 +146,8 @@ def test_without_verified_tls_the_job_refuses_clearly(tls_server, tls_database, 
 # -- the command-line tools ----------------------------------------------------------------
 
 def run_tool(db: Database, module: str, *args: str, **env: str) -> subprocess.CompletedProcess:
-    """`python -m pipeline.<module>` with the database's settings (and `env` on top)."""
-    return subprocess.run([PYTHON, "-m", f"pipeline.{module}", *args], cwd=ROOT,
+    """`python -m pipeline.ops.<module>` with the database's settings (and `env` on top)."""
+    return subprocess.run([PYTHON, "-m", f"pipeline.ops.{module}", *args], cwd=ROOT,
                           env=db.job_env(**env), stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, timeout=120)
 
