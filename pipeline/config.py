@@ -59,7 +59,7 @@ def is_local_host(host: str) -> bool:
 _TLS_KEY_PARTS = ("ssl", "tls", "cert", "truststore", "keystore", "cipher")
 _TLS_KEYS = ("keypassword", "keymanagerfactoryprovider", "trustmanagerfactoryprovider",
              "fipscompliantjsse")
-# Options the job sets itself (pipeline/jdbc.py), and where to change them instead.
+# Options the job sets itself (pipeline/write/jdbc.py), and where to change them instead.
 _JOB_KEYS = {
     "user": "MYSQL_USER", "password": "MYSQL_PASSWORD", "password1": "MYSQL_PASSWORD",
     "password2": "MYSQL_PASSWORD", "password3": "MYSQL_PASSWORD",

@@ -118,6 +118,11 @@ class FilePayload:
         self.rows_valid = self.rows_rejected = 0
         self.event_chunks, self.reject_chunks = [], []
 
+    def reset(self) -> None:
+        """As before the file was read: to read it again."""
+        self.drop_rows()
+        self.status, self.reason, self.detail, self.facts = FILE_LOADED, None, None, None
+
 
 @dataclass
 class BatchPayload:

@@ -11,6 +11,7 @@ import random
 import subprocess
 from pathlib import Path
 
+from pipeline.contract import FILE_REASONS, REJECT_REASONS
 from tests.support.jobs import PYTHON, ROOT, run_job
 
 HEADER = ["event_id", "user_id", "product_id", "event_type", "price", "event_time"]
@@ -123,6 +124,7 @@ def test_hostile_folder_loads_every_good_row_once_and_records_every_bad_file(tmp
     assert files["events_one_huge_line.csv"] == ("loaded", None, 1)
     reasons = dict(database.query(
         "SELECT reason, count(*) FROM events_rejected GROUP BY reason"))
+    assert set(reasons) <= set(REJECT_REASONS) | set(FILE_REASONS), reasons
     assert reasons["line_too_long"] == 1301  # 1300 junk lines + the 200 MB line
     assert reasons["invalid_utf8"] >= 1
     assert database.query("SELECT max(length(raw_line)) FROM events_rejected"

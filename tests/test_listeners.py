@@ -108,3 +108,9 @@ def test_under_spark_submit_without_spark_local_ip_the_ui_stays_off(tmp_path, da
     assert done.returncode == 0, output[-3000:]
     assert "Spark UI off: under spark-submit" in output, output[-3000:]
     assert re.search(r"query id [-0-9a-f]+, Spark UI off", output), output[-3000:]
+    # The user's own --conf wins over the job's choice.
+    done = run_job(env, "--source", str(source), "--checkpoint", str(tmp_path / "ck2"),
+                   "--once", submit=True, submit_conf={"spark.ui.enabled": "true"})
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "Spark UI off" not in output, output[-3000:]

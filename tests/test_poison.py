@@ -55,21 +55,32 @@ def test_statements_stay_below_a_small_max_allowed_packet(tmp_path):
         assert check.returncode == 0, check.stdout + check.stderr
 
 
-@pytest.mark.parametrize("route, extra, env", [
-    ("driver", [], {}),
-    ("streamed, LOAD DATA", ["--driver-batch-max-bytes", "1"], {}),
-    ("streamed, INSERT", ["--driver-batch-max-bytes", "1"], {"MYSQL_BULK_LOAD": "off"}),
+# Tables that differ from sql/001_schema.sql: a row the job's checks pass, the table refuses.
+CONSTRAINT = ("ALTER TABLE events ADD CONSTRAINT price_cap CHECK (price < 5000)",
+              "f2-pricey,u1,p1,view,7000.00,2026-02-01T10:00:00Z")
+NARROW = ("ALTER TABLE events MODIFY product_id VARCHAR(5) NOT NULL",
+          "f2-long,u1,p-longer-than-five,view,1.00,2026-02-01T10:00:00Z")
+
+
+@pytest.mark.parametrize("route, extra, env, table", [
+    ("driver", [], {}, CONSTRAINT),
+    ("streamed, LOAD DATA", ["--driver-batch-max-bytes", "1"], {}, CONSTRAINT),
+    ("streamed, INSERT", ["--driver-batch-max-bytes", "1"], {"MYSQL_BULK_LOAD": "off"},
+     CONSTRAINT),
+    ("driver", [], {}, NARROW),
+    ("streamed, LOAD DATA", ["--driver-batch-max-bytes", "1"], {}, NARROW),
 ])
 def test_a_file_the_database_refuses_is_quarantined_and_the_rest_load(tmp_path, database,
-                                                                      route, extra, env):
+                                                                      route, extra, env, table):
+    alter, refused_row = table
     source = tmp_path / "data"
     source.mkdir()
     for n in range(4):
         rows = [event(f"f{n}-{i}") for i in range(50)]
-        if n == 2:  # passes the job's checks, breaks a constraint the table has
-            rows.insert(10, event("f2-pricey", "7000.00"))
+        if n == 2:  # passes the job's checks, not the table
+            rows.insert(10, refused_row)
         (source / f"events_{n}.csv").write_text("\n".join([HEADER, *rows]) + "\n")
-    database.query("ALTER TABLE events ADD CONSTRAINT price_cap CHECK (price < 5000)")
+    database.query(alter)
     done = run_job(database.job_env(**env), "--source", str(source), "--checkpoint",
                    str(tmp_path / "ck"), "--once", "--max-files-per-trigger", "10", *extra)
     output = done.stdout + done.stderr
@@ -88,3 +99,31 @@ def test_a_file_the_database_refuses_is_quarantined_and_the_rest_load(tmp_path, 
     check = reconcile(database)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "events_2.csv: quarantined as a whole" in check.stdout
+
+
+def test_an_error_of_the_environment_stops_the_job_and_quarantines_nothing(tmp_path, database):
+    """A revoked grant is no fault of the files: the job stops, nothing is recorded, and a
+    restart once the grant is back loads everything."""
+    source = tmp_path / "data"
+    source.mkdir()
+    for n in range(2):
+        rows = [event(f"g{n}-{i}") for i in range(5)]
+        (source / f"events_{n}.csv").write_text("\n".join([HEADER, *rows]) + "\n")
+    hosts = [h for (h,) in database.query("SELECT Host FROM mysql.user WHERE User = %s",
+                                           (database.user,))]
+    for host in hosts:
+        database.query(f"REVOKE INSERT ON `{database.name}`.`events` FROM %s@%s",
+                       (database.user, host))
+    args = ["--source", str(source), "--checkpoint", str(tmp_path / "ck"), "--once"]
+    done = run_job(database.job_env(), *args)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output[-4000:]
+    assert "fix the cause and restart the job" in output, output[-4000:]
+    assert database.query("SELECT count(*) FROM ingest_files") == [(0,)]
+    assert database.query("SELECT count(*) FROM events_rejected") == [(0,)]
+    for host in hosts:
+        database.query(f"GRANT INSERT ON `{database.name}`.`events` TO %s@%s",
+                       (database.user, host))
+    again = run_job(database.job_env(), *args)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
+    assert database.query("SELECT count(*) FROM events") == [(10,)]

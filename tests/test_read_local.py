@@ -32,11 +32,14 @@ def blocks(data: bytes, size: int):
 def test_split_lines_agrees_with_splitlines_whatever_the_block_size():
     rng = random.Random(SEED)
     print(f"seed {SEED}")
-    for _ in range(300):
-        data = bytes(rng.choice(b"ab\r\n,") for _ in range(rng.randrange(0, 60)))
+    for _ in range(1000):
+        data = bytes(rng.choice(b"aab\r\n,") for _ in range(rng.randrange(0, 60)))
         for size in (1, 2, 3, 7, 64):
-            assert list(split_lines(blocks(data, size), max_bytes=100)) == data.splitlines(), \
-                (data, size)
+            for limit in (3, 5, 100):
+                want = [line if len(line) <= limit else line[: limit + 1]
+                        for line in data.splitlines()]
+                assert list(split_lines(blocks(data, size), max_bytes=limit)) == want, \
+                    (data, size, limit)
 
 
 def test_a_long_line_is_cut_to_one_byte_over_the_limit_and_the_next_line_survives():

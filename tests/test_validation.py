@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.contract import DEFAULT_EVENT_TYPES
+from pipeline.contract import DEFAULT_EVENT_TYPES, REJECT_REASONS
 from pipeline.validate.rules import classify_file, parse_event_time
 
 HEADER = "event_id,user_id,product_id,event_type,price,event_time"
@@ -52,6 +52,7 @@ def test_good_file_gives_header_and_events():
     ("e1,u1,p" + "x" * 64 + ",view,1.00,2026-01-31T12:00:00Z", "field_too_long"),
 ])
 def test_each_bad_line_is_rejected_with_its_reason(line, reason):
+    assert reason in REJECT_REASONS  # the contract lists every reason the rules give
     lines = classify(HEADER, line, GOOD)
     assert [x.kind for x in lines] == ["header", "rejected", "event"]
     assert (lines[1].reason, lines[1].raw_line, lines[1].line_number) == (reason, line, 2)

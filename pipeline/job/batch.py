@@ -171,14 +171,12 @@ class BatchWriter:
                 return self._sink.commit_streamed(part, chunks, event_format, ledger=ledger)
 
         def commit_file(_batch: BatchPayload, target: FilePayload) -> BatchResult:
-            target.drop_rows()
+            target.reset()  # read again from the start: its first read was rolled back
             return stream([target], ledger=False)
 
         try:
             result = stream(batch.files, ledger=True)
         except (BatchRejected, FileRefused) as e:
-            for target in batch.files:
-                target.drop_rows()
             result = self._commit_file_by_file(batch, e, commit_file)
         route = ROUTE_STREAMED + (" as LOAD DATA" if event_format == EVENTS_TSV else "")
         return batch, result, route

@@ -23,7 +23,7 @@ from pipeline.config import Settings
 from pipeline.contract import EVENTS_JSON, FilePayload
 from pipeline.errors import FileRefused
 from pipeline.read.checkpoint import CheckpointLog, SourceFile
-from pipeline.read.local import LocalFile, decode_uri
+from pipeline.read.local import LocalFile, decode_uri, file_facts
 from pipeline.read.spark_source import raw_lines
 from pipeline.validate.chunks import file_chunks
 from pipeline.validate.in_spark import to_payload_chunks
@@ -64,8 +64,8 @@ def checked_chunks(source: SourceFile, target: FilePayload, settings: Settings,
     missing or quarantined instead when the file is gone or not a regular file, and sets
     its facts once every line is read.
 
-    FileRefused escapes only when the file changed while it was read: its chunks may be
-    sent already, so the caller must take them back.
+    FileRefused escapes when reading failed part way or the file changed while it was read:
+    some of its chunks are out already, so the caller must take them back.
     """
     try:
         local = LocalFile(source.local_path)
@@ -88,8 +88,12 @@ def read_local_payload(source: SourceFile, settings: Settings, chunk_bytes: int
                        ) -> FilePayload:
     """One local file read and checked on the driver: its rows, or why it has none."""
     payload = FilePayload(source.name, source.modified_at)
-    for kind, rows, text in checked_chunks(source, payload, settings, chunk_bytes):
-        payload.add(kind, rows, text)
+    try:
+        for kind, rows, text in checked_chunks(source, payload, settings, chunk_bytes):
+            payload.add(kind, rows, text)
+    except FileRefused as e:
+        payload.quarantine(e.reason, e.detail)
+        log.warning("%s quarantined as a whole: %s", source.name, e)
     return payload
 
 
@@ -111,6 +115,11 @@ def read_in_spark(batch_df: DataFrame, files: list[SourceFile], settings: Settin
         if not target.rows_valid + target.rows_rejected and not checkpoint.exists(f.uri):
             target.mark_missing()
             log.warning("%s disappeared before it could be read; recorded as missing", f.name)
-        elif f.local_path is not None:  # what Spark read, described from the same bytes
-            target.facts = read_local_payload(f, settings, chunk_bytes).facts
+        elif f.local_path is not None:
+            # Described by a second read of the file on the driver (Spark's read gives no
+            # bytes back): a file that changed in between shows in reconcile, not here.
+            try:
+                target.facts = file_facts(f.local_path)
+            except (FileRefused, FileNotFoundError) as e:
+                log.warning("%s: no size, lines and hash recorded: %s", f.name, e)
     return list(payloads.values())

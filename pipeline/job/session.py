@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pyspark import SparkConf
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 from pipeline.config import PROJECT_ROOT, Settings
@@ -77,7 +77,10 @@ def build_spark_session(settings: Settings, verbose: bool = False,
         for key, value in (PROMETHEUS_CONF.items() if prometheus else ()):
             builder = builder.config(key, value)
     else:
-        conf = SparkConf()  # what spark-submit was given
+        # What spark-submit was given: its settings reach Python through the JVM, which
+        # SparkConf reads only once the gateway to it is up.
+        SparkContext._ensure_initialized()
+        conf = SparkConf()
         given = {key for key, _ in conf.getAll()}
         wanted = loopback_conf(conf.get("spark.master", "local[*]"), dict(os.environ),
                                jvm_started=True)

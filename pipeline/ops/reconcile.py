@@ -27,19 +27,31 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.contract import EVENT_FIELDS
+from pipeline.contract import EVENT_FIELDS, LINE_MAX_BYTES
 from pipeline.errors import TablesUnreadable
 from pipeline.ops.db import read_pipeline_tables
 
+# Names are compared byte for byte: the tables' default collation would merge events_A.csv
+# with events_a.csv.
 _FILES = """
 SELECT f.source_file, f.status, f.rows_read, f.rows_written, f.rows_rejected, f.rows_duplicate,
-       coalesce(r.quarantined, 0), f.file_bytes, f.file_lines, f.file_sha256
+       coalesce(r.rejected_rows, 0), f.file_bytes, f.file_lines, f.file_sha256
 FROM ingest_files f
-LEFT JOIN (SELECT source_file, count(*) AS quarantined FROM events_rejected
-           WHERE line_number IS NOT NULL GROUP BY source_file) r ON r.source_file = f.source_file
+LEFT JOIN (SELECT source_file COLLATE utf8mb4_bin AS name, count(*) AS rejected_rows
+           FROM events_rejected WHERE line_number IS NOT NULL
+           GROUP BY source_file COLLATE utf8mb4_bin) r
+  ON r.name = f.source_file COLLATE utf8mb4_bin
 """
 _LINE_END = re.compile(rb"\r\n|\r|\n")
-_BLANK = re.compile(rb"[ \t\f\v]*")
+
+
+def _blank(piece: bytes, first: bool) -> bool:
+    """Blank as the row rules define it: only whitespace once decoded (and a first line's
+    BOM dropped); a line over the length limit is a row whatever it holds."""
+    if len(piece) > LINE_MAX_BYTES:
+        return False
+    text = piece.decode("utf-8", "replace")
+    return not (text.removeprefix("\ufeff") if first else text).strip()
 
 
 @dataclass(frozen=True)
@@ -57,7 +69,7 @@ class Recount:
         pieces = _LINE_END.split(data)
         if pieces[-1] == b"":  # the file ends with a line end, or is empty
             pieces.pop()
-        non_blank = sum(1 for piece in pieces if not _BLANK.fullmatch(piece))
+        non_blank = sum(1 for i, piece in enumerate(pieces) if not _blank(piece, i == 0))
         first = pieces[0].decode("utf-8", "replace").lstrip("\ufeff") if pieces else ""
         names = sorted(name.strip().strip('"').lower() for name in first.split(","))
         data_lines = non_blank - (1 if names == sorted(EVENT_FIELDS) else 0)
@@ -120,12 +132,12 @@ def reconcile(cursor, archive_dir: Path | None = None) -> Report:
     cursor.execute(_FILES)
     rows = cursor.fetchall()
     report = Report(files=len(rows))
-    for name, status, read, written, rejected, duplicate, quarantined, *facts in rows:
+    for name, status, read, written, rejected, duplicate, rejected_rows, *facts in rows:
         if read != written + rejected + duplicate:
             report.problems.append(f"{name}: read {read} != written {written} + rejected"
                                    f" {rejected} + duplicate {duplicate}")
-        if rejected != quarantined:
-            report.problems.append(f"{name}: {rejected} rejected but {quarantined} rows in"
+        if rejected != rejected_rows:
+            report.problems.append(f"{name}: {rejected} rejected but {rejected_rows} rows in"
                                    " events_rejected")
         if status == "quarantined":
             report.quarantined.append(name)

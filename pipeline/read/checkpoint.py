@@ -107,7 +107,8 @@ class CheckpointLog:
 
     def exists(self, path: str) -> bool:
         """Whether a source file is still there (any Hadoop file system)."""
-        hadoop_path = self._jvm.org.apache.hadoop.fs.Path(path)
+        # From a URI: Path(String) would read Spark's %20 as the three characters.
+        hadoop_path = self._jvm.org.apache.hadoop.fs.Path(self._jvm.java.net.URI(path))
         return hadoop_path.getFileSystem(self._fs.getConf()).exists(hadoop_path)
 
     def files_of_batch(self, batch_id: int) -> list[SourceFile]:

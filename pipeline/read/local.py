@@ -85,19 +85,25 @@ def split_lines(blocks: Iterator[bytes], max_bytes: int = LINE_MAX_BYTES) -> Ite
     """Physical lines of a byte stream without their ends (\\n, \\r\\n or \\r, as Spark's text
     source splits). A line over `max_bytes` comes cut to `max_bytes + 1` bytes, so its length
     tells it apart; memory stays bounded by one block plus one cut line."""
+
+    def cut(unfinished: bytes) -> bytes:
+        # An overlong unfinished line keeps max_bytes + 1 bytes, and its final \r, which
+        # may be the first half of a \r\n.
+        if len(unfinished) <= max_bytes + 1:
+            return unfinished
+        return unfinished[: max_bytes + 1] + (b"\r" if unfinished.endswith(b"\r") else b"")
+
     carry = b""
     for block in blocks:
         data = carry + block
         # Split after the last line end, but keep a final \r: its \n may start the next block.
         end = max(data.rfind(b"\n"), data.rfind(b"\r", 0, len(data) - 1))
         if end < 0:
-            carry = data[: max_bytes + 1]
+            carry = cut(data)
             continue
-        carry = data[end + 1:]
+        carry = cut(data[end + 1:])
         for line in data[: end + 1].splitlines():
             yield line if len(line) <= max_bytes else line[: max_bytes + 1]
-        if len(carry) > max_bytes:
-            carry = carry[: max_bytes + 1]
     for line in carry.splitlines():
         yield line if len(line) <= max_bytes else line[: max_bytes + 1]
 
@@ -110,6 +116,11 @@ def decode_line(raw: bytes, max_bytes: int = LINE_MAX_BYTES) -> tuple[str, int]:
         return raw.decode("utf-8"), LINE_OK
     except UnicodeDecodeError:
         return raw.decode("utf-8", "replace"), LINE_BAD_UTF8
+
+
+def file_facts(path: Path) -> FileFacts:
+    """Size, physical lines and hash of a regular file, its lines not decoded."""
+    return LocalFile(path).read_facts()
 
 
 class LocalFile:
@@ -148,6 +159,16 @@ class LocalFile:
             self._done = True
         finally:
             self.close()
+
+    def read_facts(self) -> FileFacts:
+        """Read the file through without decoding its lines: its facts only."""
+        try:
+            for _ in split_lines(self._blocks(), self._max):
+                self._lines += 1
+            self._done = True
+        finally:
+            self.close()
+        return self.facts()
 
     def facts(self) -> FileFacts:
         """Size, lines and hash of what was read; FileRefused if the file changed meanwhile."""

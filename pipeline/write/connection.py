@@ -33,6 +33,11 @@ _TRANSIENT_CODES = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013}
 _TRANSIENT_CLASSES = ("SQLTransient", "SQLRecoverable", "SQLNonTransientConnection",
                       "CommunicationsException", "SocketTimeout", "ConnectException")
 _TOO_LARGE_CODES = {1153, 1301}
+# Errors caused by the data itself: SQLSTATE classes 22 (data exception) and 23 (integrity
+# constraint; a duplicate key is handled before), and 45000, raised by a trigger's SIGNAL.
+# Any other error (a missing table, a revoked grant, a full disk) is the environment's: it
+# must stop the job, not quarantine good files.
+_DATA_STATES = ("22", "23", "45000")
 # Driver classes loaded from a jar, per JVM: py4j caches reflection by class name, so a second
 # class loader for the same jar would hand it methods of the wrong class.
 _LOADED_DRIVER_CLASSES: dict[tuple[int, str, str], object] = {}
@@ -54,6 +59,11 @@ def is_too_large(code: int, message: str) -> bool:
     """A statement over max_allowed_packet: the server (1153, 1301) or the driver refused it.
     Some drivers close the connection for it, which must not pass for an outage."""
     return code in _TOO_LARGE_CODES or "max_allowed_packet" in message
+
+
+def is_data_error(state: str, code: int, message: str) -> bool:
+    """The server refused these rows themselves: writing them elsewhere would not help."""
+    return state.startswith(_DATA_STATES) or is_too_large(code, message)
 
 
 def is_transient(state: str, code: int, class_name: str) -> bool:
@@ -86,7 +96,8 @@ def explain_connect_failure(message: str, settings: Settings) -> SinkError:
     if "serversslcert" in lowered:
         return SinkError(f"TLS: cannot read MYSQL_SSL_CA={m.ssl_ca}")
     if any(s in lowered for s in ("connection refused", "could not connect", "timed out",
-                                  "socket fail", "connect timed out", "unknownhost")):
+                                  "socket fail", "connect timed out", "unknownhost",
+                                  "too many connections")):
         return DatabaseUnreachable(f"cannot reach the database at {where}: is it running and"
                                    f" reachable? ({message.splitlines()[0]})")
     return SinkError(f"cannot connect to the database at {where}: {message.splitlines()[0]}")

@@ -25,7 +25,13 @@ from pipeline.config import Settings
 from pipeline.contract import BatchPayload, BatchResult, Chunk, CommitHooks
 from pipeline.errors import BatchRejected, DatabaseUnreachable, SinkError
 from pipeline.write import statements as sql
-from pipeline.write.connection import DUPLICATE_KEY, Connection, is_too_large, is_transient
+from pipeline.write.connection import (
+    DUPLICATE_KEY,
+    Connection,
+    is_data_error,
+    is_too_large,
+    is_transient,
+)
 from pipeline.write.jdbc import DriverInfo
 from pipeline.write.ledger import Ledger
 from pipeline.write.schema import ensure_schema
@@ -100,7 +106,7 @@ class MySQLSink:
     def commit_ledger(self, batch: BatchPayload) -> BatchResult:
         """The ledger row of a batch whose files were committed one by one before; its
         totals are summed from those files' rows, in the same transaction."""
-        statements = [sql.ledger_totals(batch), sql.ledger_statement(batch, 1, 0)]
+        statements = sql.ledger_from_files(batch)
 
         def once(attempt: int) -> BatchResult:
             try:
@@ -142,7 +148,11 @@ class MySQLSink:
         return counts
 
     def rollback_after(self, error: Py4JJavaError, batch: BatchPayload) -> None:
-        """Roll back after a failed statement; return only for a duplicate key."""
+        """Roll back after a failed statement; return only for a duplicate key.
+
+        A transient error is retried; an error in the data (BatchRejected) isolates the
+        file that causes it; anything else stops the job with nothing of the batch written.
+        """
         state, code, message, class_name = self.db.sql_error(error)
         self.db.rollback_quietly()
         if code == DUPLICATE_KEY:
@@ -153,7 +163,12 @@ class MySQLSink:
                                 f" as too large: {first_line}") from None
         if is_transient(state, code, class_name):
             raise _TransientError(first_line) from None
-        raise BatchRejected(f"database rejected batch {batch.batch_id}: {first_line}") from None
+        if is_data_error(state, code, message):
+            raise BatchRejected(f"database rejected the data of batch {batch.batch_id}:"
+                                f" {first_line}") from None
+        raise SinkError(f"database error in batch {batch.batch_id} (SQLSTATE {state}, code"
+                        f" {code}): {first_line}. Nothing of the batch was written: fix the"
+                        " cause and restart the job with the same checkpoint") from None
 
     def _with_retries(self, batch: BatchPayload,
                       commit_once: Callable[[int], BatchResult]) -> BatchResult:
@@ -168,18 +183,31 @@ class MySQLSink:
             except BatchRejected:
                 self.close()  # the server may have dropped the connection with its refusal
                 raise
-            except (_TransientError, DatabaseUnreachable) as e:
+            except (_TransientError, DatabaseUnreachable, Py4JJavaError) as failure:
+                # A driver error that escaped unclassified (a ledger question on a stale
+                # connection, say) is classified here: retried only when transient.
+                error = self._transient(failure, batch)
                 self.close()
                 if attempt == retry.max_attempts:
                     raise SinkError(
                         f"database unavailable, batch {batch.batch_id} not written after"
-                        f" {attempt} attempts: {e}. Nothing was lost: restart the job with the"
-                        " same checkpoint once the database is back") from None
+                        f" {attempt} attempts: {error}. Nothing was lost: restart the job with"
+                        " the same checkpoint once the database is back") from None
                 delay = retry.delay(attempt)
                 log.warning("batch %d: database unavailable (attempt %d/%d): %s; retrying in"
-                            " %.1fs", batch.batch_id, attempt, retry.max_attempts, e, delay)
+                            " %.1fs", batch.batch_id, attempt, retry.max_attempts, error, delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")
+
+    def _transient(self, failure: Exception, batch: BatchPayload) -> Exception:
+        """`failure` if it is worth another attempt; raises it classified otherwise."""
+        if not isinstance(failure, Py4JJavaError):
+            return failure
+        try:
+            self.rollback_after(failure, batch)
+        except _TransientError as transient:
+            return transient
+        raise SinkError(f"batch {batch.batch_id}: unexpected duplicate key") from None
 
     def _commit_once(self, batch: BatchPayload, attempt: int, ledger: bool) -> BatchResult:
         skipped = 0

@@ -128,13 +128,25 @@ def rejects_insert(batch: BatchPayload, f: FilePayload, chunk: str) -> str:
                                   batch_id=batch.batch_id, json=text_literal(chunk))
 
 
-def ledger_totals(batch: BatchPayload) -> str:
-    """Sets the batch's totals from its files' rows: for a batch written file by file."""
+def ledger_from_files(batch: BatchPayload) -> list[str]:
+    """The ledger row of a batch written file by file, every figure summed from the
+    `ingest_files` rows its files committed (files loaded under an earlier checkpoint
+    have none here: they count as skipped)."""
     where = f"query_id = '{batch.query_id}' AND batch_id = {batch.batch_id}"
-    return ("SET @batch_started = NOW(6),"
-            f" @batch_written = (SELECT coalesce(sum(rows_written), 0) FROM ingest_files"
-            f" WHERE {where}), @batch_duplicate = (SELECT coalesce(sum(rows_duplicate), 0)"
-            f" FROM ingest_files WHERE {where})")
+    newest = max((f.modified_at for f in batch.files if f.modified_at), default=None)
+    return [
+        f"SET @batch_written = (SELECT coalesce(sum(rows_written), 0) FROM ingest_files"
+        f" WHERE {where}), @batch_duplicate = (SELECT coalesce(sum(rows_duplicate), 0)"
+        f" FROM ingest_files WHERE {where})",
+        "INSERT INTO ingest_batches (query_id, batch_id, file_count, files_skipped, rows_read,"
+        " rows_written, rows_rejected, rows_duplicate, newest_file_at, started_at, prepare_ms,"
+        " write_ms, attempts, committed_at, source_files)"
+        f" SELECT '{batch.query_id}', {batch.batch_id}, count(*), {len(batch.files)} - count(*),"
+        " coalesce(sum(rows_read), 0), coalesce(sum(rows_written), 0),"
+        " coalesce(sum(rows_rejected), 0), coalesce(sum(rows_duplicate), 0),"
+        f" {_when(newest)}, {_when(batch.started_at)}, {batch.prepare_ms}, 0, 1,"
+        f" UTC_TIMESTAMP(6), {text_literal(json.dumps([f.source_file for f in batch.files]))}"
+        f" FROM ingest_files WHERE {where}"]
 
 
 def batch_committed(batch: BatchPayload) -> str:

@@ -48,16 +48,14 @@ class ChunkStream:
 def load_events(db: Connection, stmt, rows: int, tsv: str) -> int:
     """LOAD DATA LOCAL of one TSV chunk from memory; the number of new events.
 
-    LOCAL turns every data error into a warning and skips the row, like IGNORE: a row the
-    table refuses (a constraint, a value that does not fit) would pass for a duplicate if
-    only the warnings were counted. So each warning's code is read, and anything but a
-    duplicate key refuses the batch rather than store it altered.
+    LOCAL turns every data error into a warning, like IGNORE: a row the table refuses (a
+    constraint) is skipped and would pass for a duplicate if only rows were counted, and a
+    value too long is cut and stored. So every warning's code is read, and anything but
+    one duplicate key per skipped row refuses the batch rather than store it altered.
     """
     stmt.setLocalInfileInputStream(db.input_stream(tsv.encode("utf-8")))
     stmt.execute(sql.EVENTS_LOAD)
     loaded = stmt.getUpdateCount()
-    if loaded == rows:
-        return loaded
     rs = stmt.executeQuery("SHOW WARNINGS")
     other, codes = [], 0
     while rs.next():

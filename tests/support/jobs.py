@@ -87,9 +87,12 @@ def run_generator(output_dir: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def run_job(env: dict[str, str], *args: str, submit: bool = False,
+            submit_conf: dict[str, str] | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run spark_streaming.py to completion (python, or spark-submit with submit=True)."""
-    launcher = [SPARK_SUBMIT, "--master", "local[2]"] if submit else [PYTHON]
+    """Run spark_streaming.py to completion (python, or spark-submit with submit=True and
+    any `submit_conf` as its --conf settings)."""
+    conf = [f"--conf={key}={value}" for key, value in (submit_conf or {}).items()]
+    launcher = [SPARK_SUBMIT, "--master", "local[2]", *conf] if submit else [PYTHON]
     return subprocess.run([*launcher, str(ROOT / "spark_streaming.py"), *args], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)
 
