@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from pipeline.contract import BatchPayload, FilePayload
-from pipeline.errors import SinkError
+from pipeline.errors import BatchRejected
 from pipeline.write.sink import MySQLSink
 from tests.support.jobs import job_settings
 
@@ -96,7 +96,7 @@ def test_event_already_in_database_counts_as_duplicate(sink, database):
 
 def test_failed_batch_leaves_nothing_behind(sink, database):
     bad = file_payload("events_a.csv", [event("e1"), event("e2", "not-a-price")])
-    with pytest.raises(SinkError, match="rejected batch"):
+    with pytest.raises(BatchRejected, match="rejected the data of batch"):
         sink.commit_batch(batch(str(uuid.uuid4()), 0, bad))
     for table in ("events", "ingest_files", "ingest_batches", "events_rejected"):
         assert database.query(f"SELECT count(*) FROM {table}") == [(0,)], table
