@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.generate.cli import parse_args, run
+from pipeline.generate.cli import parse_args
+from pipeline.generate.cli import run
 
 PROG = "data_generator.py"
 

@@ -22,16 +22,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `pipeline` and `tests.support` from this checkout
 
-from bench import machine, report  # noqa: E402 - after the sys.path line above
-from bench.jobs import DRIVER_JAR, PYTHON  # noqa: E402 - after the sys.path line above
-from bench.scenarios import DEFAULT_ORDER, SCENARIOS, Context, run_scenario  # noqa: E402 - after the sys.path line above
-from bench.server import SERVER_ARGS, BenchServer  # noqa: E402 - after the sys.path line above
+from bench import machine  # noqa: E402 - after the sys.path line above
+from bench import report  # noqa: E402 - after the sys.path line above
+from bench.jobs import DRIVER_JAR  # noqa: E402 - after the sys.path line above
+from bench.jobs import PYTHON  # noqa: E402 - after the sys.path line above
+from bench.scenarios import DEFAULT_ORDER  # noqa: E402 - after the sys.path line above
+from bench.scenarios import SCENARIOS  # noqa: E402 - after the sys.path line above
+from bench.scenarios import Context  # noqa: E402 - after the sys.path line above
+from bench.scenarios import run_scenario  # noqa: E402 - after the sys.path line above
+from bench.server import SERVER_ARGS  # noqa: E402 - after the sys.path line above
+from bench.server import BenchServer  # noqa: E402 - after the sys.path line above
 
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_JOB_ARGS = "--catch-up-files 100"

@@ -12,13 +12,18 @@ import json
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 
 import mysql.connector
 
-from bench.jobs import JobFailed, JobProcess, ours_job, plain_job
-from bench.server import BenchServer, Database
+from bench.jobs import JobFailed
+from bench.jobs import JobProcess
+from bench.jobs import ours_job
+from bench.jobs import plain_job
+from bench.server import BenchServer
+from bench.server import Database
 from bench.workload import Expected
 
 PLAIN, LOAD_DATA, OURS = "plain", "load_data", "ours"

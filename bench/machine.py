@@ -6,10 +6,12 @@ import os
 import platform
 import subprocess
 import zipfile
-from datetime import UTC, datetime
+from datetime import UTC
+from datetime import datetime
 from pathlib import Path
 
-from bench.jobs import DRIVER_JAR, ROOT
+from bench.jobs import DRIVER_JAR
+from bench.jobs import ROOT
 
 
 def _first_line(cmd: list[str]) -> str:

@@ -6,7 +6,10 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.contenders import LOAD_DATA, OURS, PLAIN, Run
+from bench.contenders import LOAD_DATA
+from bench.contenders import OURS
+from bench.contenders import PLAIN
+from bench.contenders import Run
 from bench.scenarios import ScenarioResult
 
 COLUMNS = ("scenario", "contender", "rows", "seconds", "rows/s", "s/batch", "x plain",

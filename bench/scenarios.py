@@ -8,24 +8,33 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 
-from bench.contenders import (
-    LOAD_DATA,
-    OURS,
-    PLAIN,
-    Meter,
-    Run,
-    ours_run,
-    plain_run,
-    run_load_data,
-    run_ours,
-    run_plain,
-)
-from bench.jobs import PYTHON, ROOT, JobFailed, JobProcess, ours_job, plain_job, spark_env
+from bench.contenders import LOAD_DATA
+from bench.contenders import OURS
+from bench.contenders import PLAIN
+from bench.contenders import Meter
+from bench.contenders import Run
+from bench.contenders import ours_run
+from bench.contenders import plain_run
+from bench.contenders import run_load_data
+from bench.contenders import run_ours
+from bench.contenders import run_plain
+from bench.jobs import PYTHON
+from bench.jobs import ROOT
+from bench.jobs import JobFailed
+from bench.jobs import JobProcess
+from bench.jobs import ours_job
+from bench.jobs import plain_job
+from bench.jobs import spark_env
 from bench.server import BenchServer
-from bench.workload import LiveWriter, Percentiles, VisibilityPoller, expected, generate
+from bench.workload import LiveWriter
+from bench.workload import Percentiles
+from bench.workload import VisibilityPoller
+from bench.workload import expected
+from bench.workload import generate
 from tests.support.tcp_proxy import TcpProxy
 
 

@@ -17,8 +17,10 @@ import mysql.connector
 
 from pipeline.config import MySQLSettings
 from pipeline.ops.setup_db import setup_database
-from pipeline.write.schema import SCHEMA_FILE, read_statements
-from tests.support.mariadb_server import MariaDBServer, make_tls_material
+from pipeline.write.schema import SCHEMA_FILE
+from pipeline.write.schema import read_statements
+from tests.support.mariadb_server import MariaDBServer
+from tests.support.mariadb_server import make_tls_material
 
 # Close to a stock MariaDB 10.11 (like the server of the reference measurements) rather than
 # the test suite's small settings: the bulk scenario commits ~100 MB in one go. These come

@@ -7,13 +7,17 @@ import os
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import UTC
+from datetime import datetime
 from pathlib import Path
 
-from bench.jobs import PYTHON, ROOT
+from bench.jobs import PYTHON
+from bench.jobs import ROOT
 from pipeline.contract import EVENT_FIELDS
-from pipeline.generate.events import EventFactory, file_name_for
+from pipeline.generate.events import EventFactory
+from pipeline.generate.events import file_name_for
 
 
 @dataclass(frozen=True)

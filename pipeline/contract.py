@@ -7,7 +7,8 @@ so the generator and the tools load it without starting a JVM.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from datetime import datetime
 from hashlib import sha256
 

@@ -25,7 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.config import MySQLSettings  # noqa: E402 - after the sys.path line above
 from pipeline.ops.setup_db import setup_database  # noqa: E402 - after the sys.path line above
-from tests.support.jobs import PYTHON, Database, Server  # noqa: E402 - after the sys.path line above
+from tests.support.jobs import PYTHON  # noqa: E402 - after the sys.path line above
+from tests.support.jobs import Database  # noqa: E402 - after the sys.path line above
+from tests.support.jobs import Server  # noqa: E402 - after the sys.path line above
+from tests.support.jobs import drop_database  # noqa: E402 - after the sys.path line above
 
 # Every Spark the tests start (the fixture's and the jobs') binds its driver and UI to loopback.
 os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
@@ -70,14 +73,7 @@ def database(mysql_server: Server) -> Iterator[Database]:
     try:
         yield db
     finally:
-        conn = mysql.connector.connect(host=mysql_server.host, port=mysql_server.port,
-                                       user=mysql_server.user, password=mysql_server.password,
-                                       autocommit=True)
-        cur = conn.cursor()
-        cur.execute(f"DROP DATABASE IF EXISTS `{db.name}`")
-        for user, host in accounts:
-            cur.execute("DROP USER IF EXISTS %s@%s", (user, host))
-        conn.close()
+        drop_database(mysql_server, db.name, accounts)
 
 
 @pytest.fixture(scope="session")

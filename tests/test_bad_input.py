@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.jobs import PYTHON, ROOT, run_generator, run_job
+from tests.support.jobs import PYTHON
+from tests.support.jobs import ROOT
+from tests.support.jobs import run_generator
+from tests.support.jobs import run_job
 
 CORPUS = Path(__file__).parent / "corpus"
 

@@ -14,7 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.jobs import PYTHON, ROOT, run_generator, run_job, start_job
+from tests.support.jobs import PYTHON
+from tests.support.jobs import ROOT
+from tests.support.jobs import run_generator
+from tests.support.jobs import run_job
+from tests.support.jobs import start_job
 
 STREAMED = ["--driver-batch-max-bytes", "1024"]
 # Values LOAD DATA's tab-separated format reads specially, and text beyond ASCII.

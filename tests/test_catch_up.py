@@ -7,16 +7,14 @@ import signal
 import subprocess
 import time
 
-from tests.support.jobs import (
-    PYTHON,
-    ROOT,
-    events_in_db,
-    expected_events,
-    kill_group,
-    run_generator,
-    run_job,
-    start_job,
-)
+from tests.support.jobs import PYTHON
+from tests.support.jobs import ROOT
+from tests.support.jobs import events_in_db
+from tests.support.jobs import expected_events
+from tests.support.jobs import kill_group
+from tests.support.jobs import run_generator
+from tests.support.jobs import run_job
+from tests.support.jobs import start_job
 
 
 def wait_for_files(database, count: int, job, log_path, seconds: float = 240) -> None:

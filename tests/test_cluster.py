@@ -12,15 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.jobs import (
-    PYTHON,
-    ROOT,
-    SPARK_SUBMIT,
-    events_in_db,
-    expected_events,
-    kill_group,
-    run_generator,
-)
+from tests.support.jobs import PYTHON
+from tests.support.jobs import ROOT
+from tests.support.jobs import SPARK_SUBMIT
+from tests.support.jobs import events_in_db
+from tests.support.jobs import expected_events
+from tests.support.jobs import kill_group
+from tests.support.jobs import run_generator
 
 
 def free_port() -> int:

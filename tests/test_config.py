@@ -7,8 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, is_local_host, load_settings
-from pipeline.write.jdbc import DriverInfo, build_url, unsupported_driver
+from pipeline.config import ConfigError
+from pipeline.config import is_local_host
+from pipeline.config import load_settings
+from pipeline.write.jdbc import DriverInfo
+from pipeline.write.jdbc import build_url
+from pipeline.write.jdbc import unsupported_driver
 
 BASE = {"MYSQL_DATABASE": "shop", "MYSQL_USER": "pipeline", "MYSQL_PASSWORD": "s3cret-pw",
         "JDBC_DRIVER_JAR": __file__}

@@ -5,17 +5,16 @@ from __future__ import annotations
 import os
 import signal
 import time
-from datetime import UTC, datetime
+from datetime import UTC
+from datetime import datetime
 from decimal import Decimal
 
-from tests.support.jobs import (
-    events_in_db,
-    expected_events,
-    kill_group,
-    run_generator,
-    run_job,
-    start_job,
-)
+from tests.support.jobs import events_in_db
+from tests.support.jobs import expected_events
+from tests.support.jobs import kill_group
+from tests.support.jobs import run_generator
+from tests.support.jobs import run_job
+from tests.support.jobs import start_job
 
 
 def stored_events(database) -> dict[str, tuple]:

@@ -12,18 +12,16 @@ import pytest
 
 from pipeline.config import MySQLSettings
 from pipeline.ops.setup_db import setup_database
-from tests.support.jobs import (
-    PYTHON,
-    ROOT,
-    Database,
-    Server,
-    events_in_db,
-    expected_events,
-    kill_group,
-    run_generator,
-    run_job,
-    start_job,
-)
+from tests.support.jobs import PYTHON
+from tests.support.jobs import ROOT
+from tests.support.jobs import Database
+from tests.support.jobs import Server
+from tests.support.jobs import events_in_db
+from tests.support.jobs import expected_events
+from tests.support.jobs import kill_group
+from tests.support.jobs import run_generator
+from tests.support.jobs import run_job
+from tests.support.jobs import start_job
 from tests.support.mariadb_server import MariaDBServer
 from tests.support.tcp_proxy import TcpProxy
 

@@ -14,7 +14,10 @@ import sys
 import time
 import uuid
 from collections import Counter
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
+from datetime import timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,12 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from data_generator import main  # noqa: E402 - after the sys.path line above
-from pipeline.contract import DEFAULT_EVENT_TYPES, EVENT_FIELDS  # noqa: E402 - after the sys.path line above
-from pipeline.generate.events import (  # noqa: E402 - after the sys.path line above
-    EventFactory,
-    file_name_for,
-    write_events_file,
-)
+from pipeline.contract import DEFAULT_EVENT_TYPES  # noqa: E402 - after the sys.path line above
+from pipeline.contract import EVENT_FIELDS  # noqa: E402 - after the sys.path line above
+from pipeline.generate.events import EventFactory  # noqa: E402 - after the sys.path line above
+from pipeline.generate.events import file_name_for  # noqa: E402 - after the sys.path line above
+from pipeline.generate.events import write_events_file  # noqa: E402 - after the sys.path line above
 
 NAME_RE = re.compile(r"^events_\d{8}T\d{6}_\d{6}Z_\d{4,}_[0-9a-f]{4}\.csv$")
 START = "2026-01-31T12:00:00Z"

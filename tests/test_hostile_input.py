@@ -11,8 +11,11 @@ import random
 import subprocess
 from pathlib import Path
 
-from pipeline.contract import FILE_REASONS, REJECT_REASONS
-from tests.support.jobs import PYTHON, ROOT, run_job
+from pipeline.contract import FILE_REASONS
+from pipeline.contract import REJECT_REASONS
+from tests.support.jobs import PYTHON
+from tests.support.jobs import ROOT
+from tests.support.jobs import run_job
 
 HEADER = ["event_id", "user_id", "product_id", "event_type", "price", "event_time"]
 SEED = 1301

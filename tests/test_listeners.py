@@ -11,7 +11,10 @@ import signal
 import time
 from pathlib import Path
 
-from tests.support.jobs import kill_group, run_generator, run_job, start_job
+from tests.support.jobs import kill_group
+from tests.support.jobs import run_generator
+from tests.support.jobs import run_job
+from tests.support.jobs import start_job
 
 LISTEN = "0A"
 

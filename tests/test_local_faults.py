@@ -11,14 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.jobs import (
-    events_in_db,
-    expected_events,
-    kill_group,
-    run_generator,
-    run_job,
-    start_job,
-)
+from tests.support.jobs import events_in_db
+from tests.support.jobs import expected_events
+from tests.support.jobs import kill_group
+from tests.support.jobs import run_generator
+from tests.support.jobs import run_job
+from tests.support.jobs import start_job
 
 
 def test_checkpoint_that_cannot_be_created_is_a_clear_error(tmp_path, database):

@@ -10,7 +10,11 @@ import pytest
 
 from pipeline.config import MySQLSettings
 from pipeline.ops.setup_db import setup_database
-from tests.support.jobs import PYTHON, ROOT, Database, Server, run_job
+from tests.support.jobs import PYTHON
+from tests.support.jobs import ROOT
+from tests.support.jobs import Database
+from tests.support.jobs import Server
+from tests.support.jobs import run_job
 from tests.support.mariadb_server import MariaDBServer
 
 HEADER = "event_id,user_id,product_id,event_type,price,event_time"

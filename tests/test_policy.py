@@ -3,13 +3,11 @@ too fast to switch back, and when the flow has slowed down again."""
 
 from __future__ import annotations
 
-from pipeline.job.policy import (
-    BACKLOG_CHECK_S,
-    BACKLOG_FILES,
-    OVERLOAD_CALM_S,
-    CatchUpPolicy,
-    Phase,
-)
+from pipeline.job.policy import BACKLOG_CHECK_S
+from pipeline.job.policy import BACKLOG_FILES
+from pipeline.job.policy import OVERLOAD_CALM_S
+from pipeline.job.policy import CatchUpPolicy
+from pipeline.job.policy import Phase
 
 
 def test_without_catch_up_every_phase_is_steady():

@@ -13,14 +13,12 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import FileRefused
-from pipeline.read.local import (
-    LINE_BAD_UTF8,
-    LINE_OK,
-    LINE_TOO_LONG,
-    LocalFile,
-    decode_uri,
-    split_lines,
-)
+from pipeline.read.local import LINE_BAD_UTF8
+from pipeline.read.local import LINE_OK
+from pipeline.read.local import LINE_TOO_LONG
+from pipeline.read.local import LocalFile
+from pipeline.read.local import decode_uri
+from pipeline.read.local import split_lines
 
 SEED = 1303
 
@@ -93,28 +91,28 @@ def test_a_missing_file_is_file_not_found(tmp_path):
         LocalFile(tmp_path / "events_gone.csv")
 
 
-def test_a_file_truncated_while_read_is_refused(tmp_path):
+def read_with(tmp_path, change) -> tuple[LocalFile, int]:
+    """A 10-line file read, with `change(path)` done after its first line: the reader and
+    how many lines it gave."""
     path = tmp_path / "events_x.csv"
     path.write_bytes(b"a\n" * 10)
-    local = LocalFile(path)
+    local = LocalFile(path, max_line_bytes=100)
     lines = local.lines()
     next(lines)
-    os.truncate(path, 4)
-    list(lines)
+    change(path)
+    return local, 1 + len(list(lines))
+
+
+def test_a_file_truncated_while_read_is_refused(tmp_path):
+    local, _ = read_with(tmp_path, lambda path: os.truncate(path, 4))
     with pytest.raises(FileRefused) as refused:
         local.facts()
     assert refused.value.reason == "changed_while_read"
 
 
 def test_a_file_deleted_while_read_is_read_whole(tmp_path):
-    path = tmp_path / "events_x.csv"
-    path.write_bytes(b"a\n" * 10)
-    local = LocalFile(path)
-    lines = local.lines()
-    next(lines)
-    path.unlink()
-    assert len(list(lines)) == 9
-    assert local.facts().lines == 10
+    local, lines = read_with(tmp_path, lambda path: path.unlink())
+    assert lines == 10 and local.facts().lines == 10
 
 
 def refusal_as_nobody(path) -> str:

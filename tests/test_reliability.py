@@ -14,15 +14,13 @@ import urllib.request
 import mysql.connector
 import pytest
 
-from tests.support.jobs import (
-    PYTHON,
-    ROOT,
-    events_in_db,
-    expected_events,
-    kill_group,
-    run_job,
-    start_job,
-)
+from tests.support.jobs import PYTHON
+from tests.support.jobs import ROOT
+from tests.support.jobs import events_in_db
+from tests.support.jobs import expected_events
+from tests.support.jobs import kill_group
+from tests.support.jobs import run_job
+from tests.support.jobs import start_job
 
 
 def committed_batches(database) -> int:

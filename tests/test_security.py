@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.jobs import PYTHON, ROOT, run_job
+from tests.support.jobs import PYTHON
+from tests.support.jobs import ROOT
+from tests.support.jobs import run_job
 
 
 def assert_one_clear_refusal(done: subprocess.CompletedProcess, message: str, secret: str):

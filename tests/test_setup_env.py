@@ -14,6 +14,7 @@ import mysql.connector
 from dotenv import dotenv_values
 
 from tests.support.jobs import ROOT
+from tests.support.jobs import drop_database
 
 LEFT_OUT = shutil.ignore_patterns(".git", ".venv", "streaming_data", "checkpoints", "__pycache__",
                                   ".env", "bench", "docs")
@@ -44,13 +45,11 @@ def test_setup_writes_a_private_env_without_admin_credentials(tmp_path, mysql_se
             mysql.connector.connect(host=mysql_server.host, port=mysql_server.port, user=user,
                                     password=password, database=names["MYSQL_DATABASE"]).close()
     finally:
+        users = (names["MYSQL_USER"], names["MYSQL_REPORT_USER"])
         admin = mysql.connector.connect(host=mysql_server.host, port=mysql_server.port,
-                                        user=mysql_server.user, password=mysql_server.password,
-                                        autocommit=True)
+                                        user=mysql_server.user, password=mysql_server.password)
         cur = admin.cursor()
-        cur.execute(f"DROP DATABASE IF EXISTS `{names['MYSQL_DATABASE']}`")
-        for user in (names["MYSQL_USER"], names["MYSQL_REPORT_USER"]):
-            cur.execute("SELECT Host FROM mysql.user WHERE User = %s", (user,))
-            for (host,) in cur.fetchall():
-                cur.execute("DROP USER %s@%s", (user, host))
+        cur.execute("SELECT User, Host FROM mysql.user WHERE User IN (%s, %s)", users)
+        accounts = [(str(u), str(h)) for u, h in cur.fetchall()]
         admin.close()
+        drop_database(mysql_server, names["MYSQL_DATABASE"], accounts)

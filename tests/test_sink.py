@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC
+from datetime import datetime
 
 import pytest
 
-from pipeline.contract import BatchPayload, FilePayload
+from pipeline.contract import BatchPayload
+from pipeline.contract import FilePayload
 from pipeline.errors import BatchRejected
 from pipeline.write.sink import MySQLSink
 from tests.support.jobs import job_settings

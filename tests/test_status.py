@@ -8,7 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.support.jobs import PYTHON, ROOT
+from tests.support.jobs import PYTHON
+from tests.support.jobs import ROOT
 
 QUERY = "11111111-2222-3333-4444-555555555555"
 

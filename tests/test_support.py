@@ -14,7 +14,8 @@ from pathlib import Path
 import mysql.connector
 import pytest
 
-from tests.support.mariadb_server import MariaDBServer, make_tls_material
+from tests.support.mariadb_server import MariaDBServer
+from tests.support.mariadb_server import make_tls_material
 from tests.support.tcp_proxy import TcpProxy
 
 SHARED = dict(host="127.0.0.1", port=3306, user="root", password="", database="test",

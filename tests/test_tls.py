@@ -17,8 +17,14 @@ import pytest
 
 from pipeline.config import MySQLSettings
 from pipeline.ops.setup_db import setup_database
-from tests.support.jobs import PYTHON, ROOT, Database, Server, run_generator, run_job
-from tests.support.mariadb_server import MariaDBServer, make_tls_material
+from tests.support.jobs import PYTHON
+from tests.support.jobs import ROOT
+from tests.support.jobs import Database
+from tests.support.jobs import Server
+from tests.support.jobs import run_generator
+from tests.support.jobs import run_job
+from tests.support.mariadb_server import MariaDBServer
+from tests.support.mariadb_server import make_tls_material
 
 
 def openssl(*args: str, cwd: Path) -> None:
@@ -248,26 +254,27 @@ def wrong_name_server(tmp_path_factory):
         yield tls, db
 
 
-def test_a_certificate_for_another_name_fails_verify_identity(wrong_name_server, tmp_path):
-    tls, db = wrong_name_server
-    env = dict(MYSQL_SSL_MODE="VERIFY_IDENTITY", MYSQL_SSL_CA=str(tls.ca_cert))
+def job_and_status(server, tmp_path, mode: str, *status_args: str):
+    """The job, then `status`, against the server whose certificate names another host."""
+    tls, db = server
+    env = dict(MYSQL_SSL_MODE=mode, MYSQL_SSL_CA=str(tls.ca_cert))
     done = run_tls_job(db, tmp_path, **env)
-    output = done.stdout + done.stderr
-    assert done.returncode == 2, output[-3000:]
+    return done.returncode, done.stdout + done.stderr, run_tool(db, "status", *status_args, **env)
+
+
+def test_a_certificate_for_another_name_fails_verify_identity(wrong_name_server, tmp_path):
+    code, output, tool = job_and_status(wrong_name_server, tmp_path, "VERIFY_IDENTITY")
+    assert code == 2, output[-3000:]
     assert "does not name host '127.0.0.1'" in output, output[-3000:]
     assert "Traceback" not in output and "\tat org." not in output
-    tool = run_tool(db, "status", **env)
     assert tool.returncode == 2 and "127.0.0.1" in tool.stderr, tool.stderr
 
 
 def test_a_certificate_for_another_name_passes_verify_ca(wrong_name_server, tmp_path):
-    tls, db = wrong_name_server
-    env = dict(MYSQL_SSL_MODE="VERIFY_CA", MYSQL_SSL_CA=str(tls.ca_cert))
-    done = run_tls_job(db, tmp_path, **env)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-3000:]
+    code, output, tool = job_and_status(wrong_name_server, tmp_path, "VERIFY_CA", "--json",
+                                        "--source", str(tmp_path / "data"), "--checkpoint",
+                                        str(tmp_path / "ck"))
+    assert code == 0, output[-3000:]
     assert "over TLSv1." in output
-    tool = run_tool(db, "status", "--json", "--source", str(tmp_path / "data"), "--checkpoint",
-                    str(tmp_path / "ck"), **env)
     assert tool.returncode == 0, tool.stderr
     assert '"events_total": 42' in tool.stdout

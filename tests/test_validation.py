@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.contract import DEFAULT_EVENT_TYPES, REJECT_REASONS
-from pipeline.validate.rules import classify_file, parse_event_time
+from pipeline.contract import DEFAULT_EVENT_TYPES
+from pipeline.contract import REJECT_REASONS
+from pipeline.validate.rules import classify_file
+from pipeline.validate.rules import parse_event_time
 
 HEADER = "event_id,user_id,product_id,event_type,price,event_time"
 GOOD = "e1,u1,p1,view,9.99,2026-01-31T12:00:00Z"

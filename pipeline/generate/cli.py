@@ -13,22 +13,22 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
 
-from pipeline.generate.events import (
-    DEFAULT_EVENTS_PER_FILE,
-    DEFAULT_INTERVAL,
-    DEFAULT_NULL_USER_RATE,
-    DEFAULT_OUTPUT_DIR,
-    DEFAULT_PRODUCTS,
-    DEFAULT_USERS,
-    EventFactory,
-    file_name_for,
-    parse_start_time,
-    write_events_file,
-)
+from pipeline.generate.events import DEFAULT_EVENTS_PER_FILE
+from pipeline.generate.events import DEFAULT_INTERVAL
+from pipeline.generate.events import DEFAULT_NULL_USER_RATE
+from pipeline.generate.events import DEFAULT_OUTPUT_DIR
+from pipeline.generate.events import DEFAULT_PRODUCTS
+from pipeline.generate.events import DEFAULT_USERS
+from pipeline.generate.events import EventFactory
+from pipeline.generate.events import file_name_for
+from pipeline.generate.events import parse_start_time
+from pipeline.generate.events import write_events_file
 
 
 @dataclass(frozen=True)

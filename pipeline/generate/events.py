@@ -15,14 +15,18 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable
+from collections.abc import Mapping
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
 from itertools import accumulate
 from pathlib import Path
 
 from faker import Faker
 
-from pipeline.contract import DEFAULT_EVENT_TYPES, EVENT_FIELDS
+from pipeline.contract import DEFAULT_EVENT_TYPES
+from pipeline.contract import EVENT_FIELDS
 
 DEFAULT_OUTPUT_DIR = "streaming_data"
 DEFAULT_INTERVAL = 20.0

@@ -14,25 +14,33 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable
+from collections.abc import Iterator
+from datetime import UTC
+from datetime import datetime
 
 from pyspark.sql import DataFrame
 
 from pipeline.config import Settings
-from pipeline.contract import EVENTS_JSON, EVENTS_TSV, BatchPayload, BatchResult, FilePayload
-from pipeline.errors import BatchRejected, FileRefused, SinkError, StopRequested
+from pipeline.contract import EVENTS_JSON
+from pipeline.contract import EVENTS_TSV
+from pipeline.contract import BatchPayload
+from pipeline.contract import BatchResult
+from pipeline.contract import FilePayload
+from pipeline.errors import BatchRejected
+from pipeline.errors import FileRefused
+from pipeline.errors import SinkError
+from pipeline.errors import StopRequested
 from pipeline.job.prefetch import prefetched
-from pipeline.job.routes import (
-    DRIVER_BATCH_MAX_BYTES,
-    ROUTE_DRIVER,
-    ROUTE_STREAMED,
-    checked_chunks,
-    choose_route,
-    read_in_spark,
-    read_local_payload,
-)
-from pipeline.read.checkpoint import CheckpointLog, SourceFile
+from pipeline.job.routes import DRIVER_BATCH_MAX_BYTES
+from pipeline.job.routes import ROUTE_DRIVER
+from pipeline.job.routes import ROUTE_STREAMED
+from pipeline.job.routes import checked_chunks
+from pipeline.job.routes import choose_route
+from pipeline.job.routes import read_in_spark
+from pipeline.job.routes import read_local_payload
+from pipeline.read.checkpoint import CheckpointLog
+from pipeline.read.checkpoint import SourceFile
 from pipeline.write.sink import MySQLSink
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,11 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from pipeline.contract import HEARTBEAT_FILE, SOURCE_GLOB
+from pipeline.contract import HEARTBEAT_FILE
+from pipeline.contract import SOURCE_GLOB
 from pipeline.errors import PipelineError
-from pipeline.job.options import JobOptions, local_path
+from pipeline.job.options import JobOptions
+from pipeline.job.options import local_path
 
 log = logging.getLogger(__name__)
 

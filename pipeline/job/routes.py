@@ -20,10 +20,14 @@ from pathlib import Path
 from pyspark.sql import DataFrame
 
 from pipeline.config import Settings
-from pipeline.contract import EVENTS_JSON, FilePayload
+from pipeline.contract import EVENTS_JSON
+from pipeline.contract import FilePayload
 from pipeline.errors import FileRefused
-from pipeline.read.checkpoint import CheckpointLog, SourceFile
-from pipeline.read.local import LocalFile, decode_uri, file_facts
+from pipeline.read.checkpoint import CheckpointLog
+from pipeline.read.checkpoint import SourceFile
+from pipeline.read.local import LocalFile
+from pipeline.read.local import decode_uri
+from pipeline.read.local import file_facts
 from pipeline.read.spark_source import raw_lines
 from pipeline.validate.chunks import file_chunks
 from pipeline.validate.in_spark import to_payload_chunks

@@ -10,7 +10,9 @@ from pyspark.sql.streaming import StreamingQueryListener
 from pipeline.config import Settings
 from pipeline.contract import CommitHooks
 from pipeline.job.batch import BatchWriter
-from pipeline.job.options import JobOptions, check_paths, local_path
+from pipeline.job.options import JobOptions
+from pipeline.job.options import check_paths
+from pipeline.job.options import local_path
 from pipeline.job.session import build_spark_session
 from pipeline.job.supervisor import Supervisor
 from pipeline.read.checkpoint import CheckpointLog

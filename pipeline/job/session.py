@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pyspark import SparkConf, SparkContext
+from pyspark import SparkConf
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
-from pipeline.config import PROJECT_ROOT, Settings
+from pipeline.config import PROJECT_ROOT
+from pipeline.config import Settings
 
 log = logging.getLogger(__name__)
 

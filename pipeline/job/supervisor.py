@@ -15,16 +15,18 @@ from pyspark.sql.streaming import StreamingQuery
 
 from pipeline.contract import SOURCE_GLOB
 from pipeline.job.batch import BatchWriter
-from pipeline.job.folder import IgnoredFileReporter, files_newer_than, write_heartbeat
-from pipeline.job.options import JobOptions, local_path
-from pipeline.job.policy import (
-    BACKLOG_CHECK_S,
-    BACKLOG_FILES,
-    OVERLOAD_CALM_S,
-    CatchUpPolicy,
-    Phase,
-)
-from pipeline.job.session import QUERY_NAME, quiet_refusals
+from pipeline.job.folder import IgnoredFileReporter
+from pipeline.job.folder import files_newer_than
+from pipeline.job.folder import write_heartbeat
+from pipeline.job.options import JobOptions
+from pipeline.job.options import local_path
+from pipeline.job.policy import BACKLOG_CHECK_S
+from pipeline.job.policy import BACKLOG_FILES
+from pipeline.job.policy import OVERLOAD_CALM_S
+from pipeline.job.policy import CatchUpPolicy
+from pipeline.job.policy import Phase
+from pipeline.job.session import QUERY_NAME
+from pipeline.job.session import quiet_refusals
 from pipeline.read.spark_source import read_lines
 from pipeline.write.sink import MySQLSink
 

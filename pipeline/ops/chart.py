@@ -13,8 +13,7 @@ from pathlib import Path
 # The object API draws to a file without a display or pyplot's global state.
 from matplotlib.figure import Figure
 
-from pipeline.errors import TablesUnreadable
-from pipeline.ops.db import read_pipeline_tables
+from pipeline.ops.db import read_or_report
 
 
 def fetch_batches(cursor, hours: float) -> list[tuple]:
@@ -59,10 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=Path("pipeline.png"))
     parser.add_argument("--hours", type=float, default=24.0, help="how far back (default 24)")
     args = parser.parse_args(argv)
-    try:
-        batches = read_pipeline_tables(lambda cursor: fetch_batches(cursor, args.hours))
-    except TablesUnreadable as e:
-        print(e, file=sys.stderr)
+    batches = read_or_report(lambda cursor: fetch_batches(cursor, args.hours))
+    if batches is None:
         return 2
     draw(batches, args.output)
     print(f"wrote {args.output} ({len(batches)} batches)")

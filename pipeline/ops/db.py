@@ -16,8 +16,10 @@ from typing import TypeVar
 import mysql.connector
 from mysql.connector.errors import InterfaceError
 
-from pipeline.config import MySQLSettings, load_settings
-from pipeline.errors import ConfigError, TablesUnreadable
+from pipeline.config import MySQLSettings
+from pipeline.config import load_settings
+from pipeline.errors import ConfigError
+from pipeline.errors import TablesUnreadable
 
 T = TypeVar("T")
 # mysql-connector-python's error number when VERIFY_* meets a server without TLS.
@@ -98,3 +100,13 @@ def read_pipeline_tables(read: Callable[..., T]) -> T:
         raise TablesUnreadable(str(e)) from None
     except mysql.connector.Error as e:
         raise TablesUnreadable(f"cannot read the pipeline tables: {e.msg}") from None
+
+
+def read_or_report(read: Callable[..., T]) -> T | None:
+    """`read_pipeline_tables(read)`, or None after printing why the tables cannot be read
+    (the tools then exit 2)."""
+    try:
+        return read_pipeline_tables(read)
+    except TablesUnreadable as e:
+        print(e, file=sys.stderr)
+        return None

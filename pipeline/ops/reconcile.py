@@ -24,12 +24,13 @@ import hashlib
 import json
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 
-from pipeline.contract import EVENT_FIELDS, LINE_MAX_BYTES
-from pipeline.errors import TablesUnreadable
-from pipeline.ops.db import read_pipeline_tables
+from pipeline.contract import EVENT_FIELDS
+from pipeline.contract import LINE_MAX_BYTES
+from pipeline.ops.db import read_or_report
 
 # Names are compared byte for byte: the tables' default collation would merge events_A.csv
 # with events_a.csv.
@@ -164,10 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the job's --clean-source archive moved loaded files")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
-    try:
-        report = read_pipeline_tables(lambda cursor: reconcile(cursor, args.archive_dir))
-    except TablesUnreadable as e:
-        print(e, file=sys.stderr)
+    report = read_or_report(lambda cursor: reconcile(cursor, args.archive_dir))
+    if report is None:
         return 2
     if args.json:
         print(json.dumps({"files_checked": report.files, "ok": not report.problems,

@@ -30,18 +30,20 @@ from pathlib import Path
 import mysql.connector
 from dotenv import dotenv_values
 
-from pipeline.config import MySQLSettings, env_file_path, is_local_host, load_settings
+from pipeline.config import MySQLSettings
+from pipeline.config import env_file_path
+from pipeline.config import is_local_host
+from pipeline.config import load_settings
 from pipeline.errors import ConfigError
-from pipeline.ops.db import NotEncrypted, connect
-from pipeline.write.schema import (
-    COLUMNS_QUERY,
-    EVENTS_GUARD_FILE,
-    GRANTS_FILE,
-    REPORT_GRANTS_FILE,
-    SCHEMA_FILE,
-    read_statements,
-    upgrade_statements,
-)
+from pipeline.ops.db import NotEncrypted
+from pipeline.ops.db import connect
+from pipeline.write.schema import COLUMNS_QUERY
+from pipeline.write.schema import EVENTS_GUARD_FILE
+from pipeline.write.schema import GRANTS_FILE
+from pipeline.write.schema import REPORT_GRANTS_FILE
+from pipeline.write.schema import SCHEMA_FILE
+from pipeline.write.schema import read_statements
+from pipeline.write.schema import upgrade_statements
 
 log = logging.getLogger(__name__)
 

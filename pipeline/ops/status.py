@@ -15,13 +15,15 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import UTC
+from datetime import datetime
 from pathlib import Path
 
 from pipeline.contract import HEARTBEAT_FILE
-from pipeline.errors import TablesUnreadable
-from pipeline.ops.db import read_pipeline_tables
+from pipeline.ops.db import read_or_report
 
 RECENT_BATCHES = 200
 
@@ -205,11 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     output.add_argument("--json", action="store_true", help="machine-readable output")
     output.add_argument("--brief", action="store_true", help="one line")
     args = parser.parse_args(argv)
-    try:
-        status = read_pipeline_tables(lambda cursor: collect_status(
-            cursor, args.source.resolve(), args.checkpoint.resolve(), args.stale_after))
-    except TablesUnreadable as e:
-        print(e, file=sys.stderr)
+    status = read_or_report(lambda cursor: collect_status(
+        cursor, args.source.resolve(), args.checkpoint.resolve(), args.stale_after))
+    if status is None:
         return 2
     if args.json:
         print(json.dumps(asdict(status), indent=2, default=str))

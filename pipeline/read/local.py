@@ -20,9 +20,14 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
+from urllib.parse import urlsplit
 
-from pipeline.contract import LINE_BAD_UTF8, LINE_MAX_BYTES, LINE_OK, LINE_TOO_LONG, FileFacts
+from pipeline.contract import LINE_BAD_UTF8
+from pipeline.contract import LINE_MAX_BYTES
+from pipeline.contract import LINE_OK
+from pipeline.contract import LINE_TOO_LONG
+from pipeline.contract import FileFacts
 from pipeline.errors import FileRefused
 
 _BLOCK_BYTES = 4 * 1024 * 1024

@@ -3,10 +3,15 @@ them, cut and flagged exactly as the local reader (`pipeline.read.local`) does."
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from pipeline.contract import LINE_BAD_UTF8, LINE_MAX_BYTES, LINE_OK, LINE_TOO_LONG, SOURCE_GLOB
+from pipeline.contract import LINE_BAD_UTF8
+from pipeline.contract import LINE_MAX_BYTES
+from pipeline.contract import LINE_OK
+from pipeline.contract import LINE_TOO_LONG
+from pipeline.contract import SOURCE_GLOB
 
 
 def read_lines(spark: SparkSession, source: str, files_per_trigger: int,

@@ -6,10 +6,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Sequence
 
-from pipeline.contract import EVENTS_JSON, EVENTS_TSV, KIND_EVENT, KIND_REJECTED
-from pipeline.validate.rules import Line, classify_file
+from pipeline.contract import EVENTS_JSON
+from pipeline.contract import EVENTS_TSV
+from pipeline.contract import KIND_EVENT
+from pipeline.contract import KIND_REJECTED
+from pipeline.validate.rules import Line
+from pipeline.validate.rules import classify_file
 
 EVENT_CHUNK_ROWS = 20000
 # Default bound of one chunk's text in UTF-8 bytes; the sink passes one derived from the

@@ -12,13 +12,17 @@ second per batch to re-plan.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Sequence
 from operator import itemgetter
 
 import pyarrow as pa
 from pyspark.sql import DataFrame
 
-from pipeline.validate.chunks import CHUNK_MAX_BYTES, EVENT_CHUNK_ROWS, file_chunks
+from pipeline.validate.chunks import CHUNK_MAX_BYTES
+from pipeline.validate.chunks import EVENT_CHUNK_ROWS
+from pipeline.validate.chunks import file_chunks
 
 CHUNK_SCHEMA = pa.schema([("source_file", pa.string()), ("kind", pa.string()),
                           ("chunk", pa.int64()), ("rows", pa.int64()),

@@ -10,25 +10,28 @@ from __future__ import annotations
 import calendar
 import re
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
+from datetime import timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from pipeline.contract import (
-    EVENT_FIELDS,
-    KIND_BLANK,
-    KIND_EVENT,
-    KIND_HEADER,
-    KIND_REJECTED,
-    LINE_BAD_UTF8,
-    LINE_MAX_BYTES,
-    LINE_OK,
-    LINE_TOO_LONG,
-    MAX_LENGTHS,
-    PRICE_PATTERN,
-)
+from pipeline.contract import EVENT_FIELDS
+from pipeline.contract import KIND_BLANK
+from pipeline.contract import KIND_EVENT
+from pipeline.contract import KIND_HEADER
+from pipeline.contract import KIND_REJECTED
+from pipeline.contract import LINE_BAD_UTF8
+from pipeline.contract import LINE_MAX_BYTES
+from pipeline.contract import LINE_OK
+from pipeline.contract import LINE_TOO_LONG
+from pipeline.contract import MAX_LENGTHS
+from pipeline.contract import PRICE_PATTERN
 
 RAW_LINE_MAX_CHARS = 16000
 # What is kept of a line rejected as too long: enough to recognise it, never the whole.

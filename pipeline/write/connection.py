@@ -15,14 +15,13 @@ from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
 from pipeline.config import Settings
-from pipeline.errors import DatabaseUnreachable, SinkError
-from pipeline.write.jdbc import (
-    TRUSTSTORE_PASSWORD,
-    DriverInfo,
-    build_url,
-    unsupported_driver,
-    version_numbers,
-)
+from pipeline.errors import DatabaseUnreachable
+from pipeline.errors import SinkError
+from pipeline.write.jdbc import TRUSTSTORE_PASSWORD
+from pipeline.write.jdbc import DriverInfo
+from pipeline.write.jdbc import build_url
+from pipeline.write.jdbc import unsupported_driver
+from pipeline.write.jdbc import version_numbers
 
 DUPLICATE_KEY = 1062
 # Warnings the server keeps per statement (its maximum); a LOAD DATA chunk has fewer rows.

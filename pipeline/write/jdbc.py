@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pipeline.config import MySQLSettings, is_tls_option, parse_url_options
+from pipeline.config import MySQLSettings
+from pipeline.config import is_tls_option
+from pipeline.config import parse_url_options
 
 MARIADB_DRIVER = "org.mariadb.jdbc.Driver"
 MYSQL_DRIVERS = ("com.mysql.cj.jdbc.Driver", "com.mysql.jdbc.Driver")

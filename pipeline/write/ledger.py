@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC
+from datetime import datetime
 
 from pipeline.contract import BatchPayload
 from pipeline.write import statements as sql

@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 
@@ -22,16 +23,19 @@ from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
 from pipeline.config import Settings
-from pipeline.contract import BatchPayload, BatchResult, Chunk, CommitHooks
-from pipeline.errors import BatchRejected, DatabaseUnreachable, SinkError
+from pipeline.contract import BatchPayload
+from pipeline.contract import BatchResult
+from pipeline.contract import Chunk
+from pipeline.contract import CommitHooks
+from pipeline.errors import BatchRejected
+from pipeline.errors import DatabaseUnreachable
+from pipeline.errors import SinkError
 from pipeline.write import statements as sql
-from pipeline.write.connection import (
-    DUPLICATE_KEY,
-    Connection,
-    is_data_error,
-    is_too_large,
-    is_transient,
-)
+from pipeline.write.connection import DUPLICATE_KEY
+from pipeline.write.connection import Connection
+from pipeline.write.connection import is_data_error
+from pipeline.write.connection import is_too_large
+from pipeline.write.connection import is_transient
 from pipeline.write.jdbc import DriverInfo
 from pipeline.write.ledger import Ledger
 from pipeline.write.schema import ensure_schema

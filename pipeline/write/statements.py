@@ -9,9 +9,12 @@ answer before it can go on. The SQL runs on MySQL 8.0 and MariaDB 10.11 alike.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC
+from datetime import datetime
 
-from pipeline.contract import FILE_QUARANTINED, BatchPayload, FilePayload
+from pipeline.contract import FILE_QUARANTINED
+from pipeline.contract import BatchPayload
+from pipeline.contract import FilePayload
 
 
 def text_literal(value: str) -> str:

@@ -12,10 +12,17 @@ from typing import TYPE_CHECKING
 
 from py4j.protocol import Py4JJavaError
 
-from pipeline.contract import EVENTS_TSV, KIND_EVENT, BatchPayload, BatchResult, Chunk, FilePayload
-from pipeline.errors import BatchRejected, SinkError
+from pipeline.contract import EVENTS_TSV
+from pipeline.contract import KIND_EVENT
+from pipeline.contract import BatchPayload
+from pipeline.contract import BatchResult
+from pipeline.contract import Chunk
+from pipeline.contract import FilePayload
+from pipeline.errors import BatchRejected
+from pipeline.errors import SinkError
 from pipeline.write import statements as sql
-from pipeline.write.connection import DUPLICATE_KEY, Connection
+from pipeline.write.connection import DUPLICATE_KEY
+from pipeline.write.connection import Connection
 
 if TYPE_CHECKING:
     from pipeline.write.sink import MySQLSink

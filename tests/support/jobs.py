@@ -147,3 +147,16 @@ def job_settings(db: Database, **overrides: str):
     from pipeline.config import load_settings
 
     return load_settings({**db.job_env(), **overrides})
+
+
+def drop_database(server: Server, name: str, accounts: list[tuple[str, str]]) -> None:
+    """Drop a test's database and its (user, host) accounts, as the server's admin."""
+    conn = mysql.connector.connect(host=server.host, port=server.port, user=server.user,
+                                   password=server.password, autocommit=True)
+    try:
+        cur = conn.cursor()
+        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        for user, host in accounts:
+            cur.execute("DROP USER IF EXISTS %s@%s", (user, host))
+    finally:
+        conn.close()
