@@ -27,6 +27,7 @@ import sys
 from pipeline.config import load_settings
 from pipeline.contract import CommitHooks
 from pipeline.errors import PipelineError
+from pipeline.job.options import ROTATE_FILES
 from pipeline.job.options import JobOptions
 from pipeline.job.routes import DRIVER_BATCH_MAX_BYTES
 from pipeline.job.run import run
@@ -61,6 +62,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--archive-dir", metavar="DIR",
                         help="where --clean-source archive moves loaded files (outside"
                              " --source)")
+    parser.add_argument("--checkpoint-rotate-files", type=int, default=ROTATE_FILES,
+                        metavar="N",
+                        help="when the checkpoint's file log holds more than N files, go on"
+                             " in a fresh checkpoint folder (a new generation) and remove the"
+                             " old one; 0 = never (default: %(default)s)")
+    parser.add_argument("--metrics-port", type=int, default=0, metavar="PORT",
+                        help="serve the job's own metrics (rows, rejects, batch latency,"
+                             " backlog) in Prometheus format on 127.0.0.1:PORT/metrics;"
+                             " 0 = off (default: %(default)s)")
+    parser.add_argument("--metrics-host", default="127.0.0.1", metavar="ADDRESS",
+                        help="address the metrics endpoint listens on (default: %(default)s;"
+                             " anything else exposes it beyond this machine)")
     parser.add_argument("--verbose", action="store_true",
                         help="Spark's INFO logs and its per-trigger durations too")
     parser.add_argument("--prometheus", action="store_true",
@@ -75,6 +88,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--driver-batch-max-bytes must not be negative")
     if args.catch_up_files < 0:
         parser.error("--catch-up-files must not be negative")
+    if args.checkpoint_rotate_files < 0:
+        parser.error("--checkpoint-rotate-files must not be negative")
+    if not 0 <= args.metrics_port <= 65535:
+        parser.error("--metrics-port must be a TCP port (1-65535) or 0 for off")
     if args.clean_source == "archive" and not args.archive_dir:
         parser.error("--clean-source archive needs --archive-dir")
     return args
@@ -104,6 +121,9 @@ def main(argv: list[str] | None = None, hooks: CommitHooks | None = None) -> int
         driver_batch_max_bytes=args.driver_batch_max_bytes,
         clean_source=args.clean_source,
         archive_dir=args.archive_dir,
+        checkpoint_rotate_files=args.checkpoint_rotate_files,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
     try:
         settings = load_settings()

@@ -7,6 +7,7 @@ so the generator and the tools load it without starting a JVM.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import datetime
@@ -56,6 +57,8 @@ FILE_LOADED, FILE_MISSING, FILE_QUARANTINED = "loaded", "missing", "quarantined"
 
 # How a chunk of checked events is written: JSON for INSERT ... JSON_TABLE, TSV for LOAD DATA.
 EVENTS_JSON, EVENTS_TSV = "json", "tsv"
+# A reject chunk is a JSON array of [line_number, reason, detail, raw_line] rows.
+REJECT_ROW_REASON = 1
 
 
 # -- payload types ----------------------------------------------------------------------------
@@ -86,6 +89,8 @@ class FilePayload:
     facts: FileFacts | None = None
     reason: str | None = None
     detail: str | None = None
+    # reason -> rejected rows (the job's metrics); a quarantined file counts once, whole.
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -96,14 +101,18 @@ class FilePayload:
     def missing(self) -> bool:
         return self.status == FILE_MISSING
 
-    def count(self, kind: str, rows: int) -> None:
+    def count(self, kind: str, rows: int, text: str) -> None:
+        """Count a chunk of `rows` rows of `kind`; a reject chunk's reasons are tallied."""
         if kind == KIND_EVENT:
             self.rows_valid += rows
-        else:
-            self.rows_rejected += rows
+            return
+        self.rows_rejected += rows
+        for row in json.loads(text):
+            reason = row[REJECT_ROW_REASON]
+            self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + 1
 
     def add(self, kind: str, rows: int, text: str) -> None:
-        self.count(kind, rows)
+        self.count(kind, rows, text)
         (self.event_chunks if kind == KIND_EVENT else self.reject_chunks).append(text)
 
     def mark_missing(self) -> None:
@@ -114,10 +123,12 @@ class FilePayload:
         """Refuse the whole file: none of its rows is written, the reason is recorded."""
         self.drop_rows()
         self.status, self.reason, self.detail = FILE_QUARANTINED, reason, detail[:512]
+        self.rejected_by_reason = {reason: 1}
 
     def drop_rows(self) -> None:
         self.rows_valid = self.rows_rejected = 0
         self.event_chunks, self.reject_chunks = [], []
+        self.rejected_by_reason = {}
 
     def reset(self) -> None:
         """As before the file was read: to read it again."""
@@ -151,6 +162,8 @@ class BatchResult:
     files_skipped: int = 0
     attempts: int = 1
     db_ms: int = 0
+    # Keys of the files skipped because an earlier batch loaded them: not written again.
+    skipped_keys: frozenset[str] = frozenset()
 
 
 # (source_file, kind, rows, payload): one chunk of a file's checked rows, as streamed.
@@ -158,12 +171,18 @@ Chunk = tuple[str, str, int, str]
 
 
 class CommitHooks:
-    """Called around each transaction's COMMIT. The job passes none; the crash tests pass
-    one that kills the job at the two moments that matter: before the transaction reached
-    the database, and after it committed but before Spark recorded the batch."""
+    """Called around each transaction's COMMIT (and a checkpoint rotation). The job passes
+    none; the crash tests pass one that kills the job at the moments that matter: before
+    the transaction reached the database, after it committed but before Spark recorded the
+    batch, and in the middle of a rotation."""
 
     def before_commit(self, batch_id: int) -> None:
         """Right before the batch's last statements and COMMIT are sent."""
 
     def after_commit(self, batch_id: int) -> None:
         """Right after COMMIT returned."""
+
+    def at_rotation(self, stage: str, generation: int) -> None:
+        """During a checkpoint rotation: `switched` right after generation `generation`
+        became current (before its query starts), `retiring` after the first entry of
+        the earlier generations was removed."""

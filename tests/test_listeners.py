@@ -8,6 +8,7 @@ import ipaddress
 import os
 import re
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -19,8 +20,8 @@ from tests.support.jobs import start_job
 LISTEN = "0A"
 
 
-def listening_sockets() -> dict[str, str]:
-    """inode -> address of every TCP socket in LISTEN state on this machine."""
+def listening_sockets() -> dict[str, tuple[str, int]]:
+    """inode -> (address, port) of every TCP socket in LISTEN state on this machine."""
     found = {}
     for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
         for line in Path(table).read_text().splitlines()[1:]:
@@ -28,11 +29,12 @@ def listening_sockets() -> dict[str, str]:
             local, state, inode = fields[1], fields[3], fields[9]
             if state != LISTEN:
                 continue
-            hex_address = local.split(":")[0]
+            hex_address, hex_port = local.split(":")
             # /proc prints each 32-bit word of the address in host (little-endian) order.
             raw = b"".join(bytes.fromhex(hex_address[i:i + 8])[::-1]
                            for i in range(0, len(hex_address), 8))
-            found[inode] = str(ipaddress.ip_address(raw if width == 16 else raw[:4]))
+            found[inode] = (str(ipaddress.ip_address(raw if width == 16 else raw[:4])),
+                            int(hex_port, 16))
     return found
 
 
@@ -74,8 +76,11 @@ def test_a_running_job_listens_on_loopback_only(tmp_path, database):
     run_generator(source, "--files", "2", "--seed", "17")
     env = database.job_env()
     env.pop("SPARK_LOCAL_IP", None)  # as a user starts it: the job must choose loopback itself
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
     job = start_job(env, "--source", str(source), "--checkpoint", str(tmp_path / "ck"),
-                    log_path=tmp_path / "job.log")
+                    "--metrics-port", str(metrics_port), log_path=tmp_path / "job.log")
     try:
         deadline = time.monotonic() + 180
         while database.query("SELECT count(*) FROM ingest_files")[0][0] < 2:
@@ -89,8 +94,10 @@ def test_a_running_job_listens_on_loopback_only(tmp_path, database):
                 owned[(pid, inode)] = listening[inode]
         log = (tmp_path / "job.log").read_text()
         assert len(owned) >= 2, (owned, log[-2000:])  # at least the UI and the driver's RPC
-        outside = {key: address for key, address in owned.items() if not is_loopback(address)}
+        outside = {key: address for key, (address, _port) in owned.items()
+                   if not is_loopback(address)}
         assert not outside, f"listening beyond loopback: {outside}"
+        assert metrics_port in {port for _address, port in owned.values()}, owned
         assert "Spark UI http://127.0.0.1:" in log, log[-2000:]
         job.send_signal(signal.SIGTERM)
         assert job.wait(timeout=120) == 0

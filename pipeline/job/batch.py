@@ -16,6 +16,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC
 from datetime import datetime
 
@@ -31,6 +32,7 @@ from pipeline.errors import BatchRejected
 from pipeline.errors import FileRefused
 from pipeline.errors import SinkError
 from pipeline.errors import StopRequested
+from pipeline.job.metrics import JobMetrics
 from pipeline.job.prefetch import prefetched
 from pipeline.job.routes import DRIVER_BATCH_MAX_BYTES
 from pipeline.job.routes import ROUTE_DRIVER
@@ -50,8 +52,10 @@ class BatchWriter:
     """Called by Spark for each micro-batch, on its callback thread."""
 
     def __init__(self, sink: MySQLSink, checkpoint: CheckpointLog, settings: Settings,
-                 driver_batch_max_bytes: int = DRIVER_BATCH_MAX_BYTES):
+                 driver_batch_max_bytes: int = DRIVER_BATCH_MAX_BYTES,
+                 metrics: JobMetrics | None = None):
         self._sink = sink
+        self._metrics = metrics
         self._checkpoint = checkpoint
         self._settings = settings
         self._driver_batch_max_bytes = driver_batch_max_bytes
@@ -61,6 +65,8 @@ class BatchWriter:
         self._query_id_ready = threading.Event()
         self.last_error: str | None = None
         self.batches = 0
+        # Files of every batch this writer took (replays too): how the checkpoint's log grows.
+        self.files_taken = 0
         # (monotonic time, files) of recent batches: tells the supervisor the input rate.
         self.recent_batches: deque[tuple[float, int]] = deque(maxlen=10000)
 
@@ -73,6 +79,11 @@ class BatchWriter:
         """Wait for a batch in flight to commit; later batches will not commit."""
         with self._lock:
             self._closing = True
+
+    def use_checkpoint(self, checkpoint: CheckpointLog) -> None:
+        """Read batches' files from another checkpoint (a new generation) from now on."""
+        with self._lock:
+            self._checkpoint = checkpoint
 
     def reopen(self) -> None:
         """Accept batches again (for the next query on the same checkpoint)."""
@@ -100,6 +111,7 @@ class BatchWriter:
         if not self._query_id_ready.wait(timeout=120):
             raise SinkError("the query id never became known; cannot key the batch ledger")
         files = self._checkpoint.files_of_batch(batch_id)
+        self.files_taken += len(files)
         self.recent_batches.append((time.monotonic(), len(files)))
         route = choose_route(files, self._driver_batch_max_bytes)
         if route == ROUTE_STREAMED:
@@ -117,6 +129,8 @@ class BatchWriter:
             except BatchRejected as e:
                 result = self._commit_file_by_file(batch, e, self._commit_one_file)
         self.batches += 1
+        if self._metrics is not None:
+            self._metrics.record_batch(batch, result)
         log_batch(batch, result, route)
 
     def record_refused_entry(self, name: str, reason: str, detail: str) -> None:
@@ -125,7 +139,9 @@ class BatchWriter:
         entry.quarantine(reason, detail)
         batch = BatchPayload(self._query_id, -1, [entry], datetime.now(UTC), 0)
         with self._lock:
-            self._commit_one_file(batch, entry)
+            result = self._commit_one_file(batch, entry)
+            if self._metrics is not None and not result.replayed:
+                self._metrics.record_files([entry])
 
     def _commit_one_file(self, batch: BatchPayload, f: FilePayload) -> BatchResult:
         return self._sink.commit_batch(batch.only([f]), ledger=False)
@@ -141,16 +157,18 @@ class BatchWriter:
         """
         log.warning("batch %d: %s; writing its %d file(s) one by one to isolate the cause",
                     batch.batch_id, error, len(batch.files))
+        skipped: set[str] = set()
         for f in batch.files:
             try:
-                commit_file(batch, f)
+                skipped |= commit_file(batch, f).skipped_keys
             except (BatchRejected, FileRefused) as e:
                 f.quarantine(e.reason if isinstance(e, FileRefused) else "database_rejected",
                              str(e))
                 log.warning("batch %d: %s quarantined as a whole: %s", batch.batch_id,
                             f.source_file, e)
-                self._commit_one_file(batch, f)
-        return self._sink.commit_ledger(batch)
+                skipped |= self._commit_one_file(batch, f).skipped_keys
+        return replace(self._sink.commit_ledger(batch), files_skipped=len(skipped),
+                       skipped_keys=frozenset(skipped))
 
     def _write_streamed(self, files: list[SourceFile], batch_id: int, started_at: datetime
                         ) -> tuple[BatchPayload, BatchResult, str]:

@@ -21,18 +21,30 @@ from pipeline.job.options import local_path
 log = logging.getLogger(__name__)
 
 
-
 def files_newer_than(folder: Path, newest: datetime | None) -> list[Path]:
     """The source files in `folder` modified after `newest` (all of them when None)."""
-    limit = newest.timestamp() if newest else float("-inf")
+    # Spark (and so the ledger) knows modification times in whole milliseconds.
+    limit_ms = round(newest.timestamp() * 1000) if newest else -1
     found = []
     for path in folder.glob(SOURCE_GLOB):
         try:
-            if path.stat().st_mtime > limit:
+            if path.stat().st_mtime_ns // 1_000_000 > limit_ms:
                 found.append(path)
         except FileNotFoundError:
             pass  # archived or deleted while we looked
     return found
+
+
+def backlog_of(folder: Path, newest: datetime | None) -> tuple[int, float]:
+    """(files waiting, age in seconds of the oldest of them; 0 when none)."""
+    now = time.time()
+    ages = []
+    for path in files_newer_than(folder, newest):
+        try:
+            ages.append(now - path.stat().st_mtime)
+        except FileNotFoundError:
+            pass
+    return len(ages), max(ages, default=0.0)
 
 
 class IgnoredFileReporter:

@@ -10,6 +10,12 @@ from urllib.parse import urlparse
 from pipeline.errors import JobError
 from pipeline.job.routes import DRIVER_BATCH_MAX_BYTES
 
+# Rotate the checkpoint past this many files in its log. Spark rewrites the whole log every
+# tenth batch and the driver keeps every path in memory: at 10,000 files that is about
+# 1.5 MB rewritten, and the first batch of a new generation re-lists at most a tenth of it.
+# See docs/operations.md for the soak figures behind it.
+ROTATE_FILES = 10_000
+
 
 @dataclass(frozen=True)
 class JobOptions:
@@ -26,6 +32,9 @@ class JobOptions:
     driver_batch_max_bytes: int = DRIVER_BATCH_MAX_BYTES  # 0: every batch through Spark
     clean_source: str = "off"  # Spark's cleanSource: off, archive or delete
     archive_dir: str | None = None
+    checkpoint_rotate_files: int = ROTATE_FILES  # 0: never
+    metrics_port: int = 0  # 0: off
+    metrics_host: str = "127.0.0.1"
 
 
 def local_path(uri: str) -> Path | None:

@@ -9,7 +9,10 @@ from pyspark.sql.streaming import StreamingQueryListener
 
 from pipeline.config import Settings
 from pipeline.contract import CommitHooks
+from pipeline.errors import JobError
 from pipeline.job.batch import BatchWriter
+from pipeline.job.generations import CheckpointGenerations
+from pipeline.job.metrics import JobMetrics
 from pipeline.job.options import JobOptions
 from pipeline.job.options import check_paths
 from pipeline.job.options import local_path
@@ -43,6 +46,21 @@ class ProgressLogger(StreamingQueryListener):
         pass
 
 
+def checkpoint_generations(options: JobOptions, hooks: CommitHooks | None
+                           ) -> CheckpointGenerations | None:
+    """The generations of a local checkpoint; None for hdfs://, s3a:// (never rotated)."""
+    root = local_path(options.checkpoint)
+    if root is None:
+        if options.checkpoint_rotate_files:
+            log.info("checkpoint %s is not local: it is not rotated", options.checkpoint)
+        return None
+    try:
+        return CheckpointGenerations(root, hooks)
+    except ValueError as e:
+        raise JobError(f"{e}: restore it, or move the checkpoint folder aside to start a"
+                       " new one (the ledger skips files loaded before)") from None
+
+
 def run(settings: Settings, options: JobOptions, hooks: CommitHooks | None = None) -> int:
     """Run the job until the source is drained (--once) or a signal stops it. Exit code."""
     options = check_paths(options)
@@ -55,11 +73,16 @@ def run(settings: Settings, options: JobOptions, hooks: CommitHooks | None = Non
         log.info("connected to %s:%d/%s%s", settings.mysql.host, settings.mysql.port,
                  settings.mysql.database,
                  f" over {sink.tls_version}" if sink.tls_version else " (no TLS)")
-        writer = BatchWriter(sink, CheckpointLog(spark, options.checkpoint), settings,
-                             options.driver_batch_max_bytes)
+        generations = checkpoint_generations(options, hooks)
+        location = str(generations.location) if generations else options.checkpoint
+        metrics = JobMetrics() if options.metrics_port else None
+        writer = BatchWriter(sink, CheckpointLog(spark, location), settings,
+                             options.driver_batch_max_bytes, metrics)
+        if metrics is not None:
+            metrics.serve(options.metrics_host, options.metrics_port)
         if options.verbose:
             spark.streams.addListener(ProgressLogger())
-        return Supervisor(spark, sink, writer, options).run()
+        return Supervisor(spark, sink, writer, options, generations, metrics).run()
     finally:
         sink.close()
         spark.stop()

@@ -214,14 +214,14 @@ class MySQLSink:
         raise SinkError(f"batch {batch.batch_id}: unexpected duplicate key") from None
 
     def _commit_once(self, batch: BatchPayload, attempt: int, ledger: bool) -> BatchResult:
-        skipped = 0
+        skipped: set[str] = set()
         while True:
-            statements = sql.batch_statements(batch, attempt, skipped, ledger=ledger)
+            statements = sql.batch_statements(batch, attempt, len(skipped), ledger=ledger)
             try:
                 counts = self.commit(statements, batch.batch_id)
                 return BatchResult(replayed=False, rows_written=counts[0],
-                                   rows_duplicate=counts[1], files_skipped=skipped,
-                                   attempts=attempt)
+                                   rows_duplicate=counts[1], files_skipped=len(skipped),
+                                   attempts=attempt, skipped_keys=frozenset(skipped))
             except Py4JJavaError as e:
                 self.rollback_after(e, batch)
             # A ledger or file row already exists: a replay, or files loaded before.
@@ -231,7 +231,8 @@ class MySQLSink:
             if not done:
                 raise SinkError(f"batch {batch.batch_id}: duplicate key but no earlier batch"
                                 " or file explains it")
-            skipped += len(done)
+            skipped.update(done)
             batch = batch.only([f for f in batch.files if f.key not in done])
             if not ledger and not batch.files:
-                return BatchResult(replayed=True, files_skipped=skipped, attempts=attempt)
+                return BatchResult(replayed=True, files_skipped=len(skipped), attempts=attempt,
+                                   skipped_keys=frozenset(skipped))

@@ -47,7 +47,7 @@ class ChunkStream:
             if f is None:  # not in the checkpoint's list: still accounted for, never dropped
                 f = files[source_file] = FilePayload(source_file, None)
                 self._batch.files.append(f)
-            f.count(kind, rows)
+            f.count(kind, rows, payload)
             self._received.append((f, kind, rows, payload))
             yield self._received[-1]
 
@@ -109,7 +109,8 @@ class StreamedWrite:
             raise SinkError(f"batch {batch.batch_id}: its files were loaded by another job"
                             " while it was written; nothing of it was committed") from None
         return BatchResult(replayed=False, rows_written=counts[0], rows_duplicate=counts[1],
-                           files_skipped=len(done), attempts=attempt)
+                           files_skipped=len(done), attempts=attempt,
+                           skipped_keys=frozenset(done))
 
     def _send_rows(self, done: dict) -> dict[str, int]:
         """Every chunk into the open transaction; new events per file key."""

@@ -6,7 +6,9 @@ whole process group (Python and its JVM) right before or right after a batch's C
     python tests/support/crashing_job.py MOMENT WHEN -- [spark_streaming.py arguments]
 
 MOMENT is before_commit or after_commit; WHEN is `batch=N` (the commit of batch N) or
-`rate=R,seed=S` (each commit with probability R, drawn from random.Random(S)).
+`rate=R,seed=S` (each commit with probability R, drawn from random.Random(S)). MOMENT
+rotation_switched or rotation_retiring kills at that stage of a checkpoint rotation, WHEN
+`batch=N` naming the generation (the new one for switched, the current one for retiring).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from pipeline.contract import CommitHooks  # noqa: E402 - after the sys.path line above
 from spark_streaming import main  # noqa: E402 - after the sys.path line above
 
-MOMENTS = ("before_commit", "after_commit")
+MOMENTS = ("before_commit", "after_commit", "rotation_switched", "rotation_retiring")
 
 
 class KillAtCommit(CommitHooks):
@@ -39,8 +41,8 @@ class KillAtCommit(CommitHooks):
             return
         if (batch_id == self._batch) if self._batch is not None \
                 else self._random.random() < self._rate:
-            logging.warning("crash point: kill -9 %s of batch %d", moment.replace("_", " "),
-                            batch_id)
+            logging.warning("crash point: kill -9 %s of batch/generation %d",
+                            moment.replace("_", " "), batch_id)
             os.killpg(os.getpgrp(), signal.SIGKILL)
 
     def before_commit(self, batch_id: int) -> None:
@@ -48,6 +50,9 @@ class KillAtCommit(CommitHooks):
 
     def after_commit(self, batch_id: int) -> None:
         self._at("after_commit", batch_id)
+
+    def at_rotation(self, stage: str, generation: int) -> None:
+        self._at(f"rotation_{stage}", generation)
 
 
 def parse_when(moment: str, when: str) -> KillAtCommit:

@@ -1,0 +1,213 @@
+"""Checkpoint generations: how the job keeps Spark's checkpoint from growing forever.
+
+Spark's file-source log remembers every file a query ever read, and nothing in Spark ever
+forgets one. So when the log holds more than --checkpoint-rotate-files files, the job stops
+the query between batches and starts a new one on a fresh checkpoint folder: a new
+generation. The old folder is removed only after the new query's first commit.
+
+That is safe because the database, not the checkpoint, decides what is loaded: a new query
+lists the files still in the source folder again, and the ledger skips those it loaded
+before (`ingest_files`, keyed by file name). A kill -9 at any point of the switch leaves
+either the old generation current (nothing happened) or the new one (it starts from the
+files still there).
+
+Layout under the --checkpoint folder (local checkpoints only):
+
+    <root>/                  generation 0: Spark's own entries (offsets/, sources/, ...)
+    <root>/generation        the current generation's number (absent: 0)
+    <root>/generation-<n>/   generation n >= 1
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.contract import CommitHooks
+
+log = logging.getLogger(__name__)
+
+POINTER_FILE = "generation"
+FOLDER_PREFIX = "generation-"
+# What Spark writes at a checkpoint's top level: generation 0's part of the root.
+SPARK_ENTRIES = ("metadata", ".metadata.crc", "offsets", "commits", "sources", "state")
+
+
+def generation_folder(root: Path, generation: int) -> Path:
+    """Where generation `generation` keeps Spark's checkpoint."""
+    return root if generation == 0 else root / f"{FOLDER_PREFIX}{generation}"
+
+
+def read_generation(root: Path) -> int:
+    """The current generation (0 when the job never rotated this checkpoint)."""
+    try:
+        text = (root / POINTER_FILE).read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return 0
+    if not text.isdigit():
+        raise ValueError(f"{root / POINTER_FILE} holds {text[:40]!r}, not a generation number")
+    return int(text)
+
+
+def files_logged(checkpoint: Path) -> int:
+    """How many files a checkpoint's file-source log holds.
+
+    The log is `sources/0/<n>` per batch plus every tenth entry compacted as
+    `<n>.compact`, which holds everything up to n; line 1 of each is a version.
+    """
+    folder = checkpoint / "sources" / "0"
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return 0
+    compacts = [int(n.split(".")[0]) for n in names if n.endswith(".compact")]
+    latest = max(compacts, default=-1)
+    counted = [f"{latest}.compact"] if latest >= 0 else []
+    counted += [n for n in names if n.isdigit() and int(n) > latest]
+    total = 0
+    for name in counted:
+        try:
+            with open(folder / name, "rb") as f:
+                total += max(0, sum(1 for line in f if line.strip()) - 1)
+        except FileNotFoundError:
+            pass  # compacted away while we counted
+    return total
+
+
+# A new generation lists again the loaded files still in the source folder (with
+# --clean-source, those of the last batch); the ledger skips them. Up to this many, or a
+# tenth of the limit, that is cheap.
+RELIST_MIN = 100
+
+
+class RotationCheck:
+    """When to rotate: the log holds more than `limit` files, and a new generation would
+    list again few of them (the loaded files still in the source folder).
+
+    Files that stay in the source folder stay in any checkpoint's log: rotating then would
+    only re-read them. The job says so once and looks again when the log has grown by
+    another tenth.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.due = False
+        self.relisted = 0
+        self._logged_at_start = 0
+        self._taken_at_start = 0
+        self._next_look = limit
+        self._warned = False
+
+    def started(self, logged: int, taken: int) -> None:
+        """A query starts on a log of `logged` files; the writer has taken `taken` so far."""
+        self._logged_at_start, self._taken_at_start = logged, taken
+        self.due = False
+        self._next_look = self.limit
+
+    def logged(self, taken: int) -> int:
+        """Files in the current log, given the files the writer has taken so far."""
+        return self._logged_at_start + taken - self._taken_at_start
+
+    def check(self, taken: int, relisted: Callable[[], int | None]) -> bool:
+        """True when it is time to rotate (and stays so until the next `started`).
+
+        `relisted`: how many loaded files a new generation would list again (None: unknown).
+        """
+        if not self.limit or self.due:
+            return self.due
+        logged = self.logged(taken)
+        if logged <= self._next_look:
+            return False
+        again = relisted()
+        if again is not None and again <= max(RELIST_MIN, self.limit // 10):
+            self.relisted, self.due = again, True
+            return True
+        if not self._warned:
+            where = ("the source is not a local folder" if again is None
+                     else f"{again} loaded files are still in the source folder")
+            log.warning("the checkpoint's file log holds %d files (limit %d) but it is not"
+                        " rotated: %s, and a new checkpoint would list them all again. Use"
+                        " --clean-source archive or delete, or move loaded files away",
+                        logged, self.limit, where)
+            self._warned = True
+        self._next_look = logged + max(1, self.limit // 10)
+        return False
+
+
+class CheckpointGenerations:
+    """The current generation of a local checkpoint root, its switch and clean-up."""
+
+    def __init__(self, root: Path, hooks: CommitHooks | None = None):
+        self.root = root
+        self.current = read_generation(root)
+        self._hooks = hooks
+
+    @property
+    def location(self) -> Path:
+        """The folder Spark uses as the current query's checkpoint."""
+        return generation_folder(self.root, self.current)
+
+    def _hook(self, stage: str) -> None:
+        if self._hooks is not None:
+            self._hooks.at_rotation(stage, self.current)
+
+    def switch(self) -> Path:
+        """Make a fresh generation current; the old one stays until `retire_old`."""
+        new = self.current + 1
+        folder = generation_folder(self.root, new)
+        if folder.exists():
+            # Left by a switch killed before its pointer was written: no query ran on it.
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        _write_atomically(self.root / POINTER_FILE, f"{new}\n")
+        log.info("checkpoint rotated: generation %d in %s (generation %d is removed after"
+                 " the first commit)", new, folder, self.current)
+        self.current = new
+        self._hook("switched")
+        return folder
+
+    def old_generations(self) -> list[Path]:
+        """What is left of earlier generations (removed once the current one commits)."""
+        old = [p for p in self.root.glob(f"{FOLDER_PREFIX}*")
+               if p.name != f"{FOLDER_PREFIX}{self.current}"]
+        if self.current > 0:
+            old += [self.root / n for n in SPARK_ENTRIES if (self.root / n).exists()]
+        return sorted(old)
+
+    def current_has_committed(self) -> bool:
+        commits = self.location / "commits"
+        return commits.is_dir() and any(n.isdigit() for n in os.listdir(commits))
+
+    def retire_old(self) -> int:
+        """Remove earlier generations once the current one has a commit; entries removed."""
+        old = self.old_generations()
+        if not old or not self.current_has_committed():
+            return 0
+        for i, path in enumerate(old):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+            if i == 0:
+                self._hook("retiring")
+        log.info("removed %d entr%s of earlier checkpoint generations", len(old),
+                 "y" if len(old) == 1 else "ies")
+        return len(old)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` so a crash leaves the old or the new content, whole."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
