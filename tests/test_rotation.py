@@ -3,7 +3,9 @@ checkpoint generation and removes the old one, losing and doubling nothing."""
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,8 @@ from pipeline.job.generations import CheckpointGenerations
 from pipeline.job.generations import RotationCheck
 from pipeline.job.generations import files_logged
 from pipeline.job.generations import read_generation
+from tests.support.jobs import PYTHON
+from tests.support.jobs import ROOT
 from tests.support.jobs import events_in_db
 from tests.support.jobs import expected_events
 from tests.support.jobs import kill_group
@@ -118,6 +122,12 @@ def test_the_job_rotates_and_loads_every_file_once(tmp_path, database):
     # Only the current generation is left (the old ones went after its first commit).
     assert generations_left(checkpoint) == [f"generation-{generation}"]
     assert files_logged(checkpoint / f"generation-{generation}") <= 6
+    report = subprocess.run([PYTHON, "-m", "pipeline.ops.status", "--source", str(source),
+                             "--checkpoint", str(checkpoint), "--json"], cwd=ROOT,
+                            env=database.job_env(), capture_output=True, text=True, timeout=60)
+    facts = json.loads(report.stdout)
+    assert facts["checkpoint_generation"] == generation, report.stderr
+    assert facts["checkpoint_folder"] == str(checkpoint / f"generation-{generation}")
 
 
 @pytest.mark.slow

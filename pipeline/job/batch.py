@@ -67,6 +67,7 @@ class BatchWriter:
         self.batches = 0
         # Files of every batch this writer took (replays too): how the checkpoint's log grows.
         self.files_taken = 0
+        self.rows_read = 0  # data rows of the batches this writer committed
         # (monotonic time, files) of recent batches: tells the supervisor the input rate.
         self.recent_batches: deque[tuple[float, int]] = deque(maxlen=10000)
 
@@ -129,6 +130,9 @@ class BatchWriter:
             except BatchRejected as e:
                 result = self._commit_file_by_file(batch, e, self._commit_one_file)
         self.batches += 1
+        if not result.replayed:
+            self.rows_read += sum(f.rows_valid + f.rows_rejected for f in batch.files
+                                  if f.key not in result.skipped_keys)
         if self._metrics is not None:
             self._metrics.record_batch(batch, result)
         log_batch(batch, result, route)

@@ -23,6 +23,9 @@ from datetime import datetime
 from pathlib import Path
 
 from pipeline.contract import HEARTBEAT_FILE
+from pipeline.job.generations import files_logged
+from pipeline.job.generations import generation_folder
+from pipeline.job.generations import read_generation
 from pipeline.ops.db import read_or_report
 
 RECENT_BATCHES = 200
@@ -50,6 +53,9 @@ class Status:
     oldest_waiting_file_age_s: float | None
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     recent_batches: list[dict] = field(default_factory=list)
+    checkpoint_generation: int | None = None
+    checkpoint_folder: str | None = None
+    checkpoint_files: int | None = None
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -117,6 +123,7 @@ def collect_status(cursor, source: Path, checkpoint: Path, stale_after_s: float)
         span = (recent[0]["committed_at"] - recent[-1]["committed_at"]).total_seconds()
         if span > 0:
             throughput = sum(int(b["rows_read"]) for b in recent[:-1]) / span
+    generation, folder, logged = checkpoint_facts(checkpoint)
     waiting = waiting_files(source, loaded)
     oldest_age = time.time() - min(p.stat().st_mtime for p in waiting) if waiting else None
     alive, pid = read_heartbeat(checkpoint)
@@ -145,7 +152,20 @@ def collect_status(cursor, source: Path, checkpoint: Path, stale_after_s: float)
         backlog_files=len(waiting),
         oldest_waiting_file_age_s=None if oldest_age is None else round(oldest_age, 1),
         rejected_by_reason=by_reason, recent_batches=recent,
+        checkpoint_generation=generation, checkpoint_folder=folder, checkpoint_files=logged,
     )
+
+
+def checkpoint_facts(checkpoint: Path) -> tuple[int | None, str | None, int | None]:
+    """(generation, its folder, files in its log); Nones when there is no readable one."""
+    if not checkpoint.is_dir():
+        return None, None, None
+    try:
+        generation = read_generation(checkpoint)
+    except ValueError:
+        return None, None, None
+    folder = generation_folder(checkpoint, generation)
+    return generation, str(folder), files_logged(folder)
 
 
 def _seconds(value: float | None) -> str:
@@ -173,6 +193,10 @@ def render(status: Status, recent: int = 10) -> str:
         f"throughput    {throughput if throughput is not None else '-'} rows/s"
         f"   latency p50 {_seconds(status.latency_p50_s)}  p99 {_seconds(status.latency_p99_s)}",
     ]
+    if status.checkpoint_generation is not None:
+        lines.append(f"checkpoint    generation {status.checkpoint_generation}"
+                     f" ({status.checkpoint_folder}), {status.checkpoint_files} file(s) in"
+                     " its log")
     if status.rejected_by_reason:
         lines.append("rejected      " + ", ".join(f"{r} {n}" for r, n in
                                                   status.rejected_by_reason.items()))

@@ -32,14 +32,17 @@ class SourceFile:
 
     `uri` is Spark's spelling (percent-encoded), `name` the decoded one the tables hold,
     `local_path` the file on this machine (None on hdfs://, s3a:// and the like).
+    `recorded_as` is the name to record instead, for a file replayed from an archive
+    (`pipeline.ops.rebuild`): the name it had when it was first loaded.
     """
 
     uri: str
     modified_at: datetime
+    recorded_as: str | None = None
 
     @property
     def name(self) -> str:
-        return decode_uri(self.uri)[0]
+        return self.recorded_as or decode_uri(self.uri)[0]
 
     @property
     def local_path(self) -> Path | None:
