@@ -147,6 +147,17 @@ class JobProcess:
                 return pid, fields
         return None
 
+    def python_rss_kib(self) -> int | None:
+        """Resident memory of the job's driver Python process (the group's leader)."""
+        if self.proc is None:
+            return None
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return None
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        return int(fields["VmRSS"].split()[0]) if "VmRSS" in fields else None
+
     def java_rss_kib(self) -> int | None:
         """Resident memory of the job's JVM."""
         java = self._java_status()

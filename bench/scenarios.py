@@ -35,6 +35,7 @@ from bench.workload import Percentiles
 from bench.workload import VisibilityPoller
 from bench.workload import expected
 from bench.workload import generate
+from pipeline.job.generations import read_generation
 from tests.support.tcp_proxy import TcpProxy
 
 
@@ -346,8 +347,10 @@ def soak(ctx: Context, result: ScenarioResult) -> None:
             samples.append({"t_s": round(now - t0, 1),
                             "java_rss_mib": round((job.java_rss_kib() or 0) / 1024, 1),
                             "java_live_heap_mib": round((live_heap or 0) / 1024, 1),
+                            "python_rss_mib": round((job.python_rss_kib() or 0) / 1024, 1),
                             "checkpoint_kib": round(_dir_bytes(checkpoint) / 1024, 1),
                             "checkpoint_files": sum(1 for _ in checkpoint.rglob("*")),
+                            "checkpoint_generation": read_generation(checkpoint),
                             "files_read": files_read,
                             "ledger_rows": int(batches), "rows_per_s": round(
                                 (int(rows) - last_rows) / max(1e-3, now - last_t), 1),
@@ -373,6 +376,8 @@ def soak(ctx: Context, result: ScenarioResult) -> None:
     for key, label, limit in (("java_rss_mib", "driver JVM RSS", 1.25),
                               *((("java_live_heap_mib", "driver live heap", 1.25),)
                                 if measured_heap else ()),
+                              ("python_rss_mib", "driver Python RSS", 1.25),
+                              ("checkpoint_kib", "checkpoint size", 1.5),
                               ("rows_per_s", "throughput", None),
                               ("files_waiting", "files waiting", None)):
         first = sum(s[key] for s in samples[:third]) / third
@@ -406,6 +411,9 @@ def soak(ctx: Context, result: ScenarioResult) -> None:
                              f" {end['checkpoint_files']} files, {end['files_read']} read)"))
     growth = (end["checkpoint_kib"] - samples[0]["checkpoint_kib"]) / max(
         1e-9, (end["t_s"] - samples[0]["t_s"]) / 60) if len(samples) > 1 else 0
+    result.notes.append(f"checkpoint generation {end['checkpoint_generation']} at the end;"
+                        f" largest checkpoint {max(x['checkpoint_kib'] for x in samples):.0f}"
+                        " KiB")
     result.notes.append(f"checkpoint grows {growth:.1f} KiB/min; the ledger one row per batch"
                         f" and one per file ({end['ledger_rows']} batch rows at the end,"
                         f" about {ledger_bytes / 1024 / max(1, end['files_read']):.2f} KiB"
