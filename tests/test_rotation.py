@@ -46,6 +46,14 @@ def test_rotation_is_refused_while_the_files_stay_in_the_source(caplog):
     assert check.check(112, lambda: 10)
 
 
+def test_rotation_asks_again_later_when_it_cannot_tell(caplog):
+    check = RotationCheck(100)
+    check.started(logged=0, taken=0)
+    assert not check.check(101, lambda: None)  # the database did not answer, say
+    assert "not rotated" not in caplog.text
+    assert check.check(112, lambda: 0)
+
+
 def test_rotation_is_off_at_zero():
     check = RotationCheck(0)
     check.started(logged=10**6, taken=0)

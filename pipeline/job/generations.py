@@ -55,7 +55,7 @@ def read_generation(root: Path) -> int:
 def files_logged(checkpoint: Path) -> int:
     """How many files a checkpoint's file-source log holds.
 
-    The log is `sources/0/<n>` per batch plus every tenth entry compacted as
+    The log is `sources/0/<n>` per batch plus, every compactInterval-th entry,
     `<n>.compact`, which holds everything up to n; line 1 of each is a version.
     """
     folder = checkpoint / "sources" / "0"
@@ -114,7 +114,8 @@ class RotationCheck:
     def check(self, taken: int, relisted: Callable[[], int | None]) -> bool:
         """True when it is time to rotate (and stays so until the next `started`).
 
-        `relisted`: how many loaded files a new generation would list again (None: unknown).
+        `relisted`: how many loaded files a new generation would list again (None: cannot
+        tell now, ask again later).
         """
         if not self.limit or self.due:
             return self.due
@@ -125,13 +126,11 @@ class RotationCheck:
         if again is not None and again <= max(RELIST_MIN, self.limit // 10):
             self.relisted, self.due = again, True
             return True
-        if not self._warned:
-            where = ("the source is not a local folder" if again is None
-                     else f"{again} loaded files are still in the source folder")
+        if again is not None and not self._warned:
             log.warning("the checkpoint's file log holds %d files (limit %d) but it is not"
-                        " rotated: %s, and a new checkpoint would list them all again. Use"
-                        " --clean-source archive or delete, or move loaded files away",
-                        logged, self.limit, where)
+                        " rotated: %d loaded files are still in the source folder, and a new"
+                        " checkpoint would list them all again. Use --clean-source archive or"
+                        " delete, or move loaded files away", logged, self.limit, again)
             self._warned = True
         self._next_look = logged + max(1, self.limit // 10)
         return False

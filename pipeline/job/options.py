@@ -11,8 +11,8 @@ from pipeline.errors import JobError
 from pipeline.job.routes import DRIVER_BATCH_MAX_BYTES
 
 # Rotate the checkpoint past this many files in its log. Spark rewrites the whole log every
-# tenth batch and the driver keeps every path in memory: at 10,000 files that is about
-# 1.5 MB rewritten, and the first batch of a new generation re-lists at most a tenth of it.
+# 100th batch and the driver keeps every path in memory: at 10,000 files that is about
+# 1.5 MB, and a new generation lists at most about a tenth of it again.
 # See docs/operations.md for the soak figures behind it.
 ROTATE_FILES = 10_000
 

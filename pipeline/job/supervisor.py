@@ -69,8 +69,11 @@ class Supervisor:
         self._metrics = metrics
         self._policy = CatchUpPolicy(options.max_files_per_trigger, options.catch_up_files,
                                      options.once)
-        self._rotation = RotationCheck(options.checkpoint_rotate_files
-                                       if generations is not None else 0)
+        # A new generation lists the source again: only a local folder says how much.
+        rotating = generations is not None and local_path(options.source) is not None
+        if options.checkpoint_rotate_files and generations is not None and not rotating:
+            log.info("the source is not a local folder: the checkpoint is not rotated")
+        self._rotation = RotationCheck(options.checkpoint_rotate_files if rotating else 0)
         self._stop = threading.Event()
         self._started_at = time.time()
         self._ignored = IgnoredFileReporter(options, writer.record_refused_entry)
@@ -114,10 +117,12 @@ class Supervisor:
     def _loaded_files_in_source(self) -> int | None:
         """Loaded files still in the source folder: a new generation lists them again."""
         source = local_path(self._options.source)
-        if source is None:
+        try:
+            newest = self._sink.newest_loaded_file_at()
+        except Exception as e:  # noqa: BLE001 - asked again later; batches report faults
+            log.debug("rotation check postponed: %s", e)
             return None
-        present = len(files_newer_than(source, None))
-        return present - len(files_newer_than(source, self._sink.newest_loaded_file_at()))
+        return len(files_newer_than(source, None)) - len(files_newer_than(source, newest))
 
     def _request_stop(self, signum, _frame) -> None:
         log.info("%s received: stopping after the batch in flight", signal.Signals(signum).name)
