@@ -8,7 +8,8 @@ Every server and job it starts is stopped again by pid, also on Ctrl-C or a fail
     --only NAME[,NAME]    backlog, bulk, slow_link, live, soak (repeatable)
     --job-args "..."      flags for spark_streaming.py (default "--catch-up-files 100",
                           as the demo runs it; or set BENCH_JOB_ARGS; "" for none)
-    --soak                add the soak scenario (--soak-minutes, --soak-interval)
+    --soak                add the soak scenario (--soak-minutes, --soak-interval,
+                          --soak-rotate-files: the checkpoint rotates every N files)
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--soak-minutes", type=float, default=60, metavar="M")
     parser.add_argument("--soak-interval", type=float, default=1.0, metavar="SECONDS",
                         help="generator interval during the soak (default: %(default)s)")
+    parser.add_argument("--soak-rotate-files", type=int, default=500, metavar="N",
+                        help="the job's --checkpoint-rotate-files during the soak, small so"
+                             " that it rotates many times (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--budget-minutes", type=float, default=None, metavar="M",
                         help="skip the scenarios that would start after this much time"
@@ -127,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: MariaDB {meta['machine']['mariadb']} (pid {server.pid}) on"
                   f" 127.0.0.1:{server.port}", flush=True)
             ctx = Context(server, work, args.quick, args.seed, args.job_args_list,
-                          args.soak_minutes, args.soak_interval)
+                          args.soak_minutes, args.soak_interval, args.soak_rotate_files)
             for name in args.scenarios:
                 if time.monotonic() - t0 > args.budget_minutes * 60:
                     result = run_scenario_skipped(name, args.budget_minutes)

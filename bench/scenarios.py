@@ -48,6 +48,7 @@ class Context:
     job_args: list[str]
     soak_minutes: float = 60
     soak_interval_s: float = 1.0
+    soak_rotate_files: int = 500
 
     def size(self, full: int, quick: int) -> int:
         return quick if self.quick else full
@@ -303,7 +304,7 @@ def soak(ctx: Context, result: ScenarioResult) -> None:
     minutes = ctx.soak_minutes
     sample_every = min(60.0, max(5.0, minutes * 60 / 10))  # at least ~10 samples
     result.sizes = {"minutes": minutes, "file_every_s": ctx.soak_interval_s, "rows_per_file": 21,
-                    "sample_every_s": sample_every}
+                    "sample_every_s": sample_every, "rotate_files": ctx.soak_rotate_files}
     name = "soak_ours"
     folder, archive = work / name / "data", work / name / "archive"
     folder.mkdir(parents=True)
@@ -313,7 +314,8 @@ def soak(ctx: Context, result: ScenarioResult) -> None:
     # so without cleaning, each trigger costs more as files pile up.
     job = ours_job(name, work, folder, checkpoint, server.port, db, server.ca_file, once=False,
                    job_args=[*ctx.job_args, "--clean-source", "archive",
-                             "--archive-dir", str(archive)])
+                             "--archive-dir", str(archive), "--checkpoint-rotate-files",
+                             str(ctx.soak_rotate_files)])
     gen = JobProcess("soak_generator", [PYTHON, str(ROOT / "data_generator.py"), "--output-dir",
                                         str(folder), "--interval", str(ctx.soak_interval_s),
                                         "--seed", str(ctx.seed + 4), "--quiet"],
