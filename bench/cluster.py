@@ -72,7 +72,8 @@ class StandaloneCluster:
 def read_event_log(events_dir: Path, before: set[Path]) -> tuple[str | None, Counter]:
     """(application id, completed tasks per executor id) of the event log that appeared in
     `events_dir` since `before` was listed."""
-    new = sorted(set(events_dir.iterdir()) - before)
+    new = sorted(p for p in set(events_dir.iterdir()) - before
+                 if p.is_file() and not p.name.startswith("."))
     if not new:
         return None, Counter()
     app_id, tasks = None, Counter()

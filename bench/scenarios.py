@@ -524,7 +524,9 @@ def _cluster_one(ctx: Context, cluster: StandaloneCluster, rows_per_file: int,
     name = ctx.tag(f"cluster_{total // 1000}k")
     db = ctx.server.create_ours(name)
     conf = {"spark.executor.memory": "512m", "spark.ui.enabled": "false",
-            "spark.eventLog.enabled": "true", "spark.eventLog.dir": events_dir.as_uri()}
+            "spark.eventLog.enabled": "true", "spark.eventLog.dir": events_dir.as_uri(),
+            # One plain JSON-lines file (Spark 4 rolls and compresses by default).
+            "spark.eventLog.rolling.enabled": "false", "spark.eventLog.compress": "false"}
     job = submitted_job(name, ctx.work, exp.files[0].parent, ctx.work / f"{name}.checkpoint",
                         ctx.server.port, db, ctx.server.ca_file, cluster.url, conf,
                         [*ctx.job_args, "--max-files-per-trigger", str(CLUSTER_FILES)])
