@@ -536,7 +536,9 @@ def _cluster_one(ctx: Context, cluster: StandaloneCluster, rows_per_file: int,
     run = ours_run(job, ctx.server, db, exp, contender=f"ours_{label}")
     app_id, tasks = read_event_log(events_dir, logs_before)
     run.extra.update(memory.figures(), app_id=app_id,
-                     tasks=tasks_per_worker(cluster, app_id, tasks))
+                     tasks=tasks_per_worker(cluster, app_id, tasks),
+                     tasks_per_executor=dict(tasks),
+                     executors_on_workers=cluster.executors_by_worker(app_id) if app_id else {})
     run.extra["figure"] = run.extra["driver_peak_rss_mib"]
     if run.span_s:
         run.extra["rows_per_s_excl_startup"] = round(run.input_rows / run.span_s, 1)
