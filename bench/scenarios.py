@@ -159,7 +159,7 @@ def backlog(ctx: Context, result: ScenarioResult) -> None:
         if contender == OURS:
             run = run_ours(ctx.server, ctx.work, name, folder, exp, ctx.job_args, timeout=300)
         else:
-            run = run_plain(ctx.server, ctx.work, name, folder, exp, timeout=300,
+            run = run_plain(ctx.server, ctx.work, name, folder, exp, timeout=600,
                             tuned=contender == TUNED)
         _drain(ctx, run, contender, ctx.job_args)
         result.runs.append(run)
