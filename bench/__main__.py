@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             meta["elapsed_s"] = round(time.monotonic() - t0, 1)
             meta["finished_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
             meta["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-            meta["goals_text"] = {r.name: [g.text for g in r.goals] for r in results}
+            meta["goal_table"] = summary.goals_table(summaries, args.repeat).splitlines()
             run_id = f"{stamp}-quick" if args.quick else stamp
             json_path, png_path = RESULTS / f"{run_id}.json", RESULTS / f"{run_id}.png"
             report.to_json(json_path, meta, summaries)
