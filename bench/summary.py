@@ -80,6 +80,10 @@ class GoalSummary:
 
     def measured(self) -> str:
         text = self.spread.text() + self.unit if self.spread.values else "no figure"
+        if self.spread.values and len(self.spread.values) < len(self.verdicts):
+            # A repeat without a figure (a failed run, a drain lost in the noise) is left
+            # out of the median: say so rather than let it look like a full set.
+            text += f" [{len(self.spread.values)} of {len(self.verdicts)} repeats had a figure]"
         return text + "".join(f"; {c}" for c in self.conditions)
 
     def as_dict(self) -> dict:
