@@ -1,11 +1,14 @@
 """bash scripts/bench.sh [options]: our job against the tutorial design and LOAD DATA.
 
 Starts a throwaway MariaDB (TLS on, loopback, free port), runs the chosen scenarios one
-after the other, then prints a table and writes bench/results/<timestamp>.json and .png.
+after the other, each --repeat times, then prints a table per repeat, the medians and
+issue 16's goal table, and writes bench/results/<timestamp>.json (small text, meant to be
+committed; a quick run's file ends in -quick.json and is not) and a .png chart.
 Every server and job it starts is stopped again by pid, also on Ctrl-C or a failure.
 
     --quick               every size about 10x smaller (a smoke run of a few minutes)
-    --only NAME[,NAME]    backlog, bulk, slow_link, live, soak (repeatable)
+    --repeat N            runs of every scenario (default 3); the goals judge the median
+    --only NAME[,NAME]    backlog, bulk, slow_link, live, cluster, soak (repeatable)
     --job-args "..."      flags for spark_streaming.py (default "--catch-up-files 100",
                           as the demo runs it; or set BENCH_JOB_ARGS; "" for none)
     --soak                add the soak scenario (--soak-minutes, --soak-interval,
@@ -32,6 +35,7 @@ sys.path.insert(0, str(ROOT))  # `pipeline` and `tests.support` from this checko
 
 from bench import machine  # noqa: E402 - after the sys.path line above
 from bench import report  # noqa: E402 - after the sys.path line above
+from bench import summary  # noqa: E402 - after the sys.path line above
 from bench.jobs import DRIVER_JAR  # noqa: E402 - after the sys.path line above
 from bench.jobs import PYTHON  # noqa: E402 - after the sys.path line above
 from bench.scenarios import DEFAULT_ORDER  # noqa: E402 - after the sys.path line above
@@ -48,6 +52,9 @@ DEFAULT_JOB_ARGS = "--catch-up-files 100"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="sizes about 10x smaller")
+    parser.add_argument("--repeat", type=int, default=3, metavar="N",
+                        help="runs of every scenario; the table reports the median and the"
+                             " spread (default: %(default)s; the soak always runs once)")
     parser.add_argument("--only", action="append", default=[], metavar="NAME[,NAME]",
                         help=f"run only these scenarios ({', '.join(SCENARIOS)})")
     parser.add_argument("--job-args",
@@ -63,8 +70,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              " that it rotates many times (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--budget-minutes", type=float, default=None, metavar="M",
-                        help="skip the scenarios that would start after this much time"
-                             " (default: 15, plus the soak's length)")
+                        help="skip the scenario runs that would start after this much time"
+                             " (default: 13 per repeat, plus the soak's length)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work folder (data, logs, server datadir) for a look")
     args = parser.parse_args(argv)
@@ -74,8 +81,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from"
                      f" {', '.join(SCENARIOS)}")
     args.scenarios = names or [*DEFAULT_ORDER, *(["soak"] if args.soak else [])]
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     if args.budget_minutes is None:
-        args.budget_minutes = 15 + (args.soak_minutes + 3 if "soak" in args.scenarios else 0)
+        # About 11 minutes per repeat of everything on 2 cores, plus slack.
+        args.budget_minutes = 13 * args.repeat + (args.soak_minutes + 3
+                                                  if "soak" in args.scenarios else 0)
     args.job_args_list = shlex.split(args.job_args)
     return args
 
@@ -109,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     t0 = time.monotonic()
-    results, meta = [], {}
+    results, summaries, meta = [], [], {}
     failed = False
     print(f"bench: scenarios {', '.join(args.scenarios)}{' (quick sizes)' if args.quick else ''};"
           f" job args {args.job_args_list or 'none'}; work folder {work}", flush=True)
@@ -119,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                 "started_utc": started.isoformat(timespec="seconds"),
                 "command": "bash scripts/bench.sh " + " ".join(shlex.quote(a) for a in
                                                                (argv or sys.argv[1:])),
-                "options": {"quick": args.quick, "scenarios": args.scenarios,
+                "options": {"quick": args.quick, "repeat": args.repeat,
+                            "scenarios": args.scenarios,
                             "job_args": args.job_args_list, "seed": args.seed,
                             "spark_master": "local[2]"},
                 "machine": machine.describe(server.version()),
@@ -133,18 +145,24 @@ def main(argv: list[str] | None = None) -> int:
             ctx = Context(server, work, args.quick, args.seed, args.job_args_list,
                           args.soak_minutes, args.soak_interval, args.soak_rotate_files)
             for name in args.scenarios:
-                if time.monotonic() - t0 > args.budget_minutes * 60:
-                    result = run_scenario_skipped(name, args.budget_minutes)
-                else:
-                    print(f"bench: {name} ...", flush=True)
-                    result = run_scenario(ctx, name)
-                results.append(result)
-                failed |= result.error is not None
-                status = f"ERROR {result.error.splitlines()[0]}" if result.error else ", ".join(
-                    f"{report.verdict(g)} {g.text}" for g in result.goals)
-                print(f"bench: {name} done in {result.elapsed_s:.0f} s: {status}", flush=True)
-                if result.error and len(result.error.splitlines()) > 1:
-                    print("\n".join(result.error.splitlines()[1:]), flush=True)
+                repeats = []
+                for repeat in range(1, (1 if name == "soak" else args.repeat) + 1):
+                    ctx.repeat = repeat
+                    if time.monotonic() - t0 > args.budget_minutes * 60:
+                        result = run_scenario_skipped(name, repeat, args.budget_minutes)
+                    else:
+                        print(f"bench: {name} #{repeat} ...", flush=True)
+                        result = run_scenario(ctx, name)
+                    repeats.append(result)
+                    failed |= result.error is not None
+                    status = (f"ERROR {result.error.splitlines()[0]}" if result.error else
+                              ", ".join(f"{report.verdict(g)} {g.text}" for g in result.goals))
+                    print(f"bench: {name} #{repeat} done in {result.elapsed_s:.0f} s: {status}",
+                          flush=True)
+                    if result.error and len(result.error.splitlines()) > 1:
+                        print("\n".join(result.error.splitlines()[1:]), flush=True)
+                results.extend(repeats)
+                summaries.append(summary.summarize(name, repeats))
     except KeyboardInterrupt:
         print("bench: interrupted; servers and jobs stopped", flush=True)
         failed = True
@@ -153,17 +171,22 @@ def main(argv: list[str] | None = None) -> int:
             meta["elapsed_s"] = round(time.monotonic() - t0, 1)
             meta["finished_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
             meta["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-            meta["goals_text"] = {r.name: [g.text for g in r.goals] for r in results}
-            json_path, png_path = RESULTS / f"{stamp}.json", RESULTS / f"{stamp}.png"
-            report.to_json(json_path, meta, results)
+            meta["goal_table"] = summary.goals_table(summaries, args.repeat).splitlines()
+            run_id = f"{stamp}-quick" if args.quick else stamp
+            json_path, png_path = RESULTS / f"{run_id}.json", RESULTS / f"{run_id}.png"
+            report.to_json(json_path, meta, summaries)
             try:
-                report.chart(png_path, meta, results)
+                report.chart(png_path, meta, [s.repeats[-1] for s in summaries if s.repeats])
             except Exception as e:  # noqa: BLE001 - the table and JSON matter more
                 print(f"bench: chart failed: {e}")
             print()
             print(report.table(results))
             print()
             print(report.LEGEND)
+            print()
+            print(summary.contenders_table(summaries))
+            print()
+            print(summary.goals_table(summaries, args.repeat))
             print(f"\nmachine: {meta['machine']}")
             print(f"total {meta['elapsed_s']:.0f} s; wrote {json_path.relative_to(ROOT)} and"
                   f" {png_path.relative_to(ROOT)}")
@@ -180,10 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def run_scenario_skipped(name: str, budget: float):
+def run_scenario_skipped(name: str, repeat: int, budget: float):
     from bench.scenarios import ScenarioResult
 
-    result = ScenarioResult(name, SCENARIOS[name][0], {})
+    result = ScenarioResult(name, SCENARIOS[name][0], {}, repeat=repeat)
     result.error = f"skipped: the {budget:.0f}-minute budget was used up"
     return result
 

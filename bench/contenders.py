@@ -1,9 +1,11 @@
-"""The three contenders, each run on the same files and the same server.
+"""The contenders, each run on the same files and the same server.
 
-- plain:     bench/plain_job.py, the tutorial's foreachBatch + write.jdbc(mode="append");
-- load_data: LOAD DATA LOCAL INFILE per file with mysql-connector-python, a database-side
-             reference for how fast rows can get in at all (no validation, no ledger);
-- ours:      spark_streaming.py, checked for exactly-once after every run.
+- plain:       bench/plain_job.py, the tutorial's foreachBatch + write.jdbc(mode="append");
+- tuned_plain: the same with maxFilesPerTrigger=100 and batched inserts in the driver;
+- load_data:   LOAD DATA LOCAL INFILE per file with mysql-connector-python, a database-side
+               reference for how fast rows can get in at all (no validation, no ledger);
+- ours:        spark_streaming.py, checked for exactly-once after every run;
+- ours_tasks:  the same with --driver-batch-max-bytes 0: every batch through Spark tasks.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from bench.server import BenchServer
 from bench.server import Database
 from bench.workload import Expected
 
-PLAIN, LOAD_DATA, OURS = "plain", "load_data", "ours"
+PLAIN, TUNED, LOAD_DATA, OURS = "plain", "tuned_plain", "load_data", "ours"
+OURS_TASKS = "ours_tasks"
+SPARK_TASKS_ARGS = ["--driver-batch-max-bytes", "0"]  # the job's "always Spark tasks" setting
 
 
 class CorrectnessError(Exception):
@@ -120,11 +124,12 @@ def read_ledger(server: BenchServer, db: Database) -> list[dict]:
             for r in rows]
 
 
-def ours_run(job: JobProcess, server: BenchServer, db: Database, exp: Expected) -> Run:
+def ours_run(job: JobProcess, server: BenchServer, db: Database, exp: Expected,
+             contender: str = OURS) -> Run:
     """Figures of a finished (or stopped) run of our job, from its ledger; checked."""
     ledger = read_ledger(server, db)
     check = check_ours(server, db, exp.valid_ids, ledger)
-    run = Run(OURS, exp.input_rows, len(exp.valid_ids), job.ended_at - job.started_at,
+    run = Run(contender, exp.input_rows, len(exp.valid_ids), job.ended_at - job.started_at,
               batches=len(ledger), check=check)
     if ledger:
         run.span_s = ledger[-1]["committed_at"] - ledger[0]["started_at"]
@@ -135,6 +140,9 @@ def ours_run(job: JobProcess, server: BenchServer, db: Database, exp: Expected) 
             write_ms=sum(b["write_ms"] for b in ledger),
             files_per_batch=round(sum(b["file_count"] for b in ledger) / len(ledger), 2),
             attempts_max=max(b["attempts"] for b in ledger),
+            # "Every row checked": each data row read, then written or quarantined.
+            rows_read=sum(b["rows_read"] for b in ledger),
+            rows_rejected=sum(b["rows_rejected"] for b in ledger),
         )
     client_db_ms = _client_db_ms(job.log_path)
     if client_db_ms is not None:
@@ -171,13 +179,13 @@ def run_to_exit(job: JobProcess, meter: Meter, timeout: float, label: str) -> No
 
 def run_ours(server: BenchServer, work: Path, name: str, source: Path, exp: Expected,
              job_args: list[str], timeout: float, port: int | None = None,
-             meter: Meter = Meter()) -> Run:
+             meter: Meter = Meter(), contender: str = OURS) -> Run:
     """One --once run of our job into a fresh database; fails on any exit code but 0."""
     db = server.create_ours(name)
     job = ours_job(name, work, source, work / f"{name}.checkpoint", port or server.port, db,
                    server.ca_file, once=True, job_args=job_args)
     run_to_exit(job, meter, timeout, f"{name}: our job")
-    run = ours_run(job, server, db, exp)
+    run = ours_run(job, server, db, exp, contender)
     meter.annotate(run)
     return run
 
@@ -190,12 +198,13 @@ def read_timings(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def plain_run(job: JobProcess, server: BenchServer, db: Database, exp: Expected) -> Run:
+def plain_run(job: JobProcess, server: BenchServer, db: Database, exp: Expected,
+              contender: str = PLAIN) -> Run:
     """Figures of the plain design from its per-batch timing lines; the check is recorded,
     not enforced (the design promises nothing after a crash, but a clean run must match)."""
     timings = read_timings(job.log_path.with_suffix(".timings.jsonl"))
     stored = int(server.query("SELECT COUNT(*) FROM events", db.name)[0][0])
-    run = Run(PLAIN, exp.input_rows, stored, job.ended_at - job.started_at,
+    run = Run(contender, exp.input_rows, stored, job.ended_at - job.started_at,
               batches=len(timings), check=compare_ids(server, db, exp.valid_ids))
     if timings:
         run.span_s = timings[-1]["end"] - timings[0]["start"]
@@ -206,14 +215,50 @@ def plain_run(job: JobProcess, server: BenchServer, db: Database, exp: Expected)
 
 
 def run_plain(server: BenchServer, work: Path, name: str, source: Path, exp: Expected,
-              timeout: float, port: int | None = None, meter: Meter = Meter()) -> Run:
+              timeout: float, port: int | None = None, meter: Meter = Meter(),
+              tuned: bool = False) -> Run:
     db = server.create_plain(name)
     job = plain_job(name, work, source, work / f"{name}.checkpoint", port or server.port, db,
-                    once=True)
+                    once=True, tuned=tuned)
+    inserts_before = server.global_status().get("Com_insert", 0)
     run_to_exit(job, meter, timeout, f"{name}: the plain job")
-    run = plain_run(job, server, db, exp)
+    inserts = server.global_status().get("Com_insert", 0) - inserts_before
+    run = plain_run(job, server, db, exp, TUNED if tuned else PLAIN)
+    run.extra["insert_statements"] = inserts
+    if tuned:
+        run.check = check_batched(inserts, run.rows_stored, run.check)
     meter.annotate(run)
     return run
+
+
+def check_batched(insert_statements: int, rows: int, check: str) -> str:
+    """The driver ignores options it does not know, silently: count the INSERTs the server
+    saw. Batched, Spark's 1,000-row JDBC batches become one statement each; not batched,
+    every row is a statement of its own."""
+    if rows >= 100 and insert_statements > rows / 10:
+        problem = (f"batched inserts NOT in effect: {insert_statements} INSERT statements for"
+                   f" {rows} rows")
+        return problem if check == "ok" else f"{check}; {problem}"
+    return check
+
+
+def run_empty(server: BenchServer, work: Path, name: str, contender: str,
+              job_args: list[str], timeout: float) -> float:
+    """Wall seconds of a --once run over an empty folder: the tool's fixed cost (JVM and
+    session start, query start and stop), subtracted from its backlog run."""
+    source = work / f"{name}.empty"
+    source.mkdir(parents=True, exist_ok=True)
+    checkpoint = work / f"{name}.checkpoint"
+    if contender in (PLAIN, TUNED):
+        db = server.create_plain(name)
+        job = plain_job(name, work, source, checkpoint, server.port, db, once=True,
+                        tuned=contender == TUNED)
+    else:
+        db = server.create_ours(name)
+        job = ours_job(name, work, source, checkpoint, server.port, db, server.ca_file,
+                       once=True, job_args=job_args)
+    run_to_exit(job, Meter(), timeout, f"{name}: the empty-folder run")
+    return job.ended_at - job.started_at
 
 
 # -- LOAD DATA ---------------------------------------------------------------------------------

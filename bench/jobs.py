@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -178,12 +179,63 @@ class JobProcess:
         # The histogram ends with "Total <instances> <bytes>".
         return int(out[-1]) // 1024 if len(out) >= 3 and out[-3] == "Total" else None
 
+    def group_memory_kib(self) -> dict[int, tuple[str, int, int]]:
+        """Per live process of the group: name, VmRSS and VmHWM (peak RSS) in KiB."""
+        found = {}
+        for pid in self.group_pids():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            if "VmRSS" in fields:
+                found[pid] = (fields["Name"].strip(), int(fields["VmRSS"].split()[0]),
+                              int(fields.get("VmHWM", fields["VmRSS"]).split()[0]))
+        return found
+
     def log_tail(self, lines: int = 25) -> str:
         try:
             text = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return "(no log)"
         return "\n".join(f"    | {line}" for line in text[-lines:])
+
+
+class MemorySampler:
+    """Samples a job's process group every `period_s` in a thread: the peak of the summed
+    RSS (what the driver side holds at once), and each process's own VmHWM, last seen."""
+
+    def __init__(self, job: JobProcess, period_s: float = 0.2):
+        self.job, self.period_s = job, period_s
+        self.peak_sum_kib = 0
+        self.hwm_kib: dict[int, tuple[str, int]] = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            procs = self.job.group_memory_kib()
+            if procs:
+                self.samples += 1
+                self.peak_sum_kib = max(self.peak_sum_kib, sum(p[1] for p in procs.values()))
+                for pid, (name, _rss, hwm) in procs.items():
+                    self.hwm_kib[pid] = (name, hwm)
+            self._stop.wait(self.period_s)
+
+    def figures(self) -> dict:
+        return {"driver_peak_rss_mib": round(self.peak_sum_kib / 1024, 1),
+                "driver_sum_vmhwm_mib": round(sum(h for _, h in self.hwm_kib.values()) / 1024, 1),
+                "driver_processes": sorted({n for n, _ in self.hwm_kib.values()}),
+                "memory_samples": self.samples}
 
 
 def ours_job(name: str, work: Path, source: Path, checkpoint: Path, port: int, db, ca_file: Path,
@@ -197,12 +249,44 @@ def ours_job(name: str, work: Path, source: Path, checkpoint: Path, port: int, d
     return JobProcess(name, cmd, env, work / f"{name}.log")
 
 
+# The tuned plain design: what a user of stock Spark would set first for a backlog. The jar
+# is MariaDB Connector/J 2.7.6, where `rewriteBatchedStatements` turns Spark's JDBC batches
+# (1,000 rows) into multi-row INSERTs; `useBulkStmts` exists too but only acts on
+# server-side prepared statements, which that option turns off (docs/benchmarks.md).
+TUNED_FILES_PER_TRIGGER = 100
+TUNED_URL_OPTIONS = "rewriteBatchedStatements=true"
+
+
 def plain_job(name: str, work: Path, source: Path, checkpoint: Path, port: int, db,
-              once: bool) -> JobProcess:
-    """bench/plain_job.py: the tutorial design, plain-text JDBC with default settings."""
+              once: bool, tuned: bool = False) -> JobProcess:
+    """bench/plain_job.py: the tutorial design, plain-text JDBC; default driver settings
+    unless `tuned` (maxFilesPerTrigger 100 and batched inserts)."""
     env = spark_env(BENCH_DB_USER=db.user, BENCH_DB_PASSWORD=db.password)
     cmd = [PYTHON, str(ROOT / "bench" / "plain_job.py"), "--source", str(source),
            "--checkpoint", str(checkpoint), "--url", f"jdbc:mysql://127.0.0.1:{port}/{db.name}",
            "--jar", str(DRIVER_JAR), "--timings", str(work / f"{name}.timings.jsonl"),
            *(["--once"] if once else ["--processing-time", "0"])]
+    if tuned:
+        cmd += ["--max-files-per-trigger", str(TUNED_FILES_PER_TRIGGER),
+                "--url-options", TUNED_URL_OPTIONS]
+    return JobProcess(name, cmd, env, work / f"{name}.log")
+
+
+SPARK_SUBMIT = str(Path(PYTHON).parent / "spark-submit")
+
+
+def submitted_job(name: str, work: Path, source: Path, checkpoint: Path, port: int, db,
+                  ca_file: Path, master: str, conf: dict[str, str],
+                  job_args: list[str]) -> JobProcess:
+    """spark_streaming.py under spark-submit --master `master` (a standalone cluster), --once.
+
+    spark-submit's shell script, the driver JVM and the job's Python process share the
+    process group, so sampling the group gives the driver side's whole memory."""
+    env = spark_env(MYSQL_HOST="127.0.0.1", MYSQL_PORT=str(port), MYSQL_DATABASE=db.name,
+                    MYSQL_USER=db.user, MYSQL_PASSWORD=db.password, MYSQL_SSL_MODE="VERIFY_CA",
+                    MYSQL_SSL_CA=str(ca_file), JDBC_DRIVER_JAR=str(DRIVER_JAR))
+    env.pop("PYSPARK_SUBMIT_ARGS", None)  # spark-submit's own --conf says it all
+    confs = [a for k, v in conf.items() for a in ("--conf", f"{k}={v}")]
+    cmd = [SPARK_SUBMIT, "--master", master, *confs, str(ROOT / "spark_streaming.py"),
+           "--source", str(source), "--checkpoint", str(checkpoint), "--once", *job_args]
     return JobProcess(name, cmd, env, work / f"{name}.log")

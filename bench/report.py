@@ -65,6 +65,12 @@ def detail(run: Run) -> str:
     if "p50_s" in x:
         parts.append(f"p50 {_num(x['p50_s'], 3)}s p90 {_num(x['p90_s'], 3)}s"
                      f" p99 {_num(x['p99_s'], 3)}s")
+    if "drain_s" in x:
+        parts.append(f"drain {x['drain_s']:.1f}s (empty-folder run {x['empty_folder_s']:.1f}s)")
+    if "insert_statements" in x:
+        parts.append(f"{x['insert_statements']} INSERTs")
+    if "driver_peak_rss_mib" in x:
+        parts.append(f"driver peak {x['driver_peak_rss_mib']:.0f} MiB, tasks {x.get('tasks')}")
     if run.check != "ok":
         parts.append(f"CHECK: {run.check}")
     return ", ".join(parts)
@@ -74,19 +80,20 @@ def table(results: list[ScenarioResult]) -> str:
     rows = [COLUMNS]
     for result in results:
         goals = list(result.goals)
+        label = f"{result.name}#{result.repeat}"
         if result.error:
-            rows.append((result.name, "ERROR", "", "", "", "", "", "", "", "FAIL",
+            rows.append((label, "ERROR", "", "", "", "", "", "", "", "FAIL",
                          result.error.splitlines()[0][:100]))
         for run in result.runs:
             goal = goals.pop(0) if run.contender == OURS and goals else None
             rows.append((
-                result.name, run.contender, _num(run.input_rows), _num(run.seconds, 1),
+                label, run.contender, _num(run.input_rows), _num(run.seconds, 1),
                 _num(run.rows_per_s), _num(run.s_per_batch, 3),
                 _num(vs_plain(result, run), 2), _num(vs_load_data(result, run), 2),
                 goal.text if goal else "", verdict(goal) if goal else "", detail(run)))
         for goal in goals:  # further goals of the scenario, one line each
-            rows.append((result.name, "", "", "", "", "", "", "", goal.text, verdict(goal), ""))
-        rows.append((result.name, f"({result.elapsed_s:.0f} s)", "", "", "", "", "", "", "", "",
+            rows.append((label, "", "", "", "", "", "", "", goal.text, verdict(goal), ""))
+        rows.append((label, f"({result.elapsed_s:.0f} s)", "", "", "", "", "", "", "", "",
                      "; ".join(result.notes)))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(COLUMNS) - 1)]
     lines = []
@@ -115,18 +122,23 @@ write_ms is measured on the server, "client" is the driver's own time for the co
 Figures vary with machine load: compare ratios from the same run, not across runs."""
 
 
-def to_json(path: Path, meta: dict, results: list[ScenarioResult]) -> None:
-    scenarios = []
-    for result in results:
-        scenarios.append({
-            "name": result.name, "metric": result.metric, "sizes": result.sizes,
-            "elapsed_s": round(result.elapsed_s, 1), "error": result.error,
-            "goals": [asdict(g) for g in result.goals], "notes": result.notes,
-            "runs": [{**r.as_dict(), "sink_s": r.sink_s, "x_plain": vs_plain(result, r),
-                      "x_load_data": vs_load_data(result, r)} for r in result.runs],
-            "series": result.series,
-        })
-    path.write_text(json.dumps({**meta, "scenarios": scenarios}, indent=2, default=str) + "\n")
+def _repeat_dict(result: ScenarioResult) -> dict:
+    return {
+        "repeat": result.repeat, "metric": result.metric, "sizes": result.sizes,
+        "elapsed_s": round(result.elapsed_s, 1), "error": result.error,
+        "goals": [asdict(g) for g in result.goals], "notes": result.notes,
+        "runs": [{**r.as_dict(), "sink_s": [round(x, 4) for x in r.sink_s],
+                  "x_plain": vs_plain(result, r), "x_load_data": vs_load_data(result, r)}
+                 for r in result.runs],
+        "series": result.series,
+    }
+
+
+def to_json(path: Path, meta: dict, summaries: list) -> None:
+    """One file per bench run: machine, commit, every repeat's figures, medians, goals."""
+    scenarios = [{"name": s.name, **s.as_dict(), "repeats": [_repeat_dict(r) for r in s.repeats]}
+                 for s in summaries]
+    path.write_text(json.dumps({**meta, "scenarios": scenarios}, indent=1, default=str) + "\n")
 
 
 def chart(path: Path, meta: dict, results: list[ScenarioResult]) -> None:

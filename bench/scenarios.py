@@ -2,6 +2,9 @@
 
 All contenders of a scenario read the same folder and write to their own fresh database on
 the same server, one after the other (never at the same time: the machine has 2 cores).
+A scenario runs --repeat times (3 by default); every repeat is a full ScenarioResult of its
+own, with ratios taken against baselines measured in that same repeat, and summary.py
+takes the medians.
 """
 
 from __future__ import annotations
@@ -12,24 +15,36 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 
+from bench.cluster import StandaloneCluster
+from bench.cluster import read_event_log
+from bench.cluster import tasks_per_worker
 from bench.contenders import LOAD_DATA
 from bench.contenders import OURS
+from bench.contenders import OURS_TASKS
 from bench.contenders import PLAIN
+from bench.contenders import SPARK_TASKS_ARGS
+from bench.contenders import TUNED
 from bench.contenders import Meter
 from bench.contenders import Run
+from bench.contenders import check_batched
 from bench.contenders import ours_run
 from bench.contenders import plain_run
+from bench.contenders import run_empty
 from bench.contenders import run_load_data
 from bench.contenders import run_ours
 from bench.contenders import run_plain
+from bench.contenders import run_to_exit
 from bench.jobs import PYTHON
 from bench.jobs import ROOT
 from bench.jobs import JobFailed
 from bench.jobs import JobProcess
+from bench.jobs import MemorySampler
 from bench.jobs import ours_job
 from bench.jobs import plain_job
 from bench.jobs import spark_env
+from bench.jobs import submitted_job
 from bench.server import BenchServer
+from bench.workload import Expected
 from bench.workload import LiveWriter
 from bench.workload import Percentiles
 from bench.workload import VisibilityPoller
@@ -49,16 +64,38 @@ class Context:
     soak_minutes: float = 60
     soak_interval_s: float = 1.0
     soak_rotate_files: int = 500
+    repeat: int = 1  # which repeat runs now (1-based): part of every database and folder name
+    _data: dict = field(default_factory=dict)
 
     def size(self, full: int, quick: int) -> int:
         return quick if self.quick else full
 
+    def tag(self, name: str) -> str:
+        return f"{name}_r{self.repeat}"
+
+    def data(self, key: str, files: int, rows_per_file: int, seed: int) -> Expected:
+        """A scenario's input folder, generated once and read again by every repeat (the
+        contenders never move or change input files)."""
+        if key not in self._data:
+            self._data[key] = generate(self.work / key / "data", files, rows_per_file, seed)
+        return self._data[key]
+
 
 @dataclass
 class Goal:
+    """One of issue 16's goals, judged on one repeat; the summary judges the median value.
+
+    `value` compared with `limit` (at least, or at most) decides, unless `condition` names
+    a side condition that failed (not exactly once, rows not all checked): then missed."""
+
     text: str
     passed: bool | None  # None: could not be judged (a contender failed)
     measured: str
+    value: float | None = None
+    limit: float | None = None
+    at_least: bool = True
+    unit: str = ""
+    condition: str | None = None
 
 
 @dataclass
@@ -72,17 +109,22 @@ class ScenarioResult:
     elapsed_s: float = 0.0
     error: str | None = None
     series: dict = field(default_factory=dict)  # for the chart (live latencies, soak samples)
+    repeat: int = 1
+    figure: str = ""         # what each run's extra["figure"] is (the summary's headline)
 
     def run(self, contender: str) -> Run | None:
         return next((r for r in self.runs if r.contender == contender), None)
 
 
-def _goal(text: str, value: float | None, limit: float, at_least: bool, unit: str) -> Goal:
-    """A goal `value >= limit` (or <=); not judged when a figure is missing."""
+def _goal(text: str, value: float | None, limit: float, at_least: bool, unit: str,
+          condition: str | None = None) -> Goal:
+    """A goal `value >= limit` (or <=), missed whatever the value if `condition` failed;
+    not judged when a figure is missing."""
     if value is None:
-        return Goal(text, None, "no figure")
-    ok = value >= limit if at_least else value <= limit
-    return Goal(text, ok, f"{value:.3g}{unit}")
+        return Goal(text, None, "no figure", None, limit, at_least, unit, condition)
+    ok = (value >= limit if at_least else value <= limit) and condition is None
+    measured = f"{value:.3g}{unit}" + (f" ({condition})" if condition else "")
+    return Goal(text, ok, measured, value, limit, at_least, unit, condition)
 
 
 def _ratio(a, b):
@@ -91,61 +133,110 @@ def _ratio(a, b):
 
 # -- 1. backlog -------------------------------------------------------------------------------
 
+def _drain(ctx: Context, run: Run, contender: str, job_args: list[str]) -> None:
+    """Drain time = the backlog run's wall time minus the same tool's run over an empty
+    folder (JVM and session start, query start and stop): what the backlog itself cost."""
+    empty_s = run_empty(ctx.server, ctx.work, ctx.tag(f"backlog_{contender}_empty"), contender,
+                        job_args, timeout=300)
+    drain_s = run.seconds - empty_s
+    run.extra.update(empty_folder_s=round(empty_s, 2), drain_s=round(drain_s, 2),
+                     drain_rows_per_s=round(run.input_rows / drain_s, 1) if drain_s > 0
+                     else None)
+    run.extra["figure"] = run.extra["drain_rows_per_s"]
+    if run.span_s:
+        run.extra["rows_per_s_excl_startup"] = round(run.input_rows / run.span_s, 1)
+
+
 def backlog(ctx: Context, result: ScenarioResult) -> None:
     files = ctx.size(200, 20)
     result.sizes = {"files": files, "rows_per_file": 21}
-    folder = ctx.work / "backlog" / "data"
-    exp = generate(folder, files, 21, ctx.seed)
-    result.runs.append(run_load_data(ctx.server, "backlog_load", exp))
-    result.runs.append(run_plain(ctx.server, ctx.work, "backlog_plain", folder, exp, timeout=300))
-    result.runs.append(run_ours(ctx.server, ctx.work, "backlog_ours", folder, exp, ctx.job_args,
-                                timeout=300))
-    ours, plain = result.run(OURS), result.run(PLAIN)
-    for run in (plain, ours):
-        if run.span_s:
-            run.extra["rows_per_s_excl_startup"] = round(run.input_rows / run.span_s, 1)
-    # The goal is about draining: first batch start to last batch end, for both. JVM and
-    # session start-up (10-20 s here) is the same fixed cost for any Spark job, so the
-    # wall-time ratio is reported beside it, not judged.
-    drain = _ratio(ours.extra.get("rows_per_s_excl_startup"),
-                   plain.extra.get("rows_per_s_excl_startup"))
-    result.goals.append(_goal("ours drain rows/s >= 10x plain (start-up excluded)", drain, 10,
-                              True, "x"))
-    wall = _ratio(ours.rows_per_s, plain.rows_per_s)
-    result.notes.append(f"wall time incl. JVM start-up: ours {wall:.1f}x plain" if wall
-                        else "wall-time ratio: no figure")
+    result.figure = "drain rows/s (run minus empty-folder run; load_data: rows/s)"
+    exp = ctx.data("backlog", files, 21, ctx.seed)
+    folder = exp.files[0].parent
+    load = run_load_data(ctx.server, ctx.tag("backlog_load"), exp)
+    load.extra["figure"] = load.rows_per_s
+    result.runs.append(load)
+    for contender in (PLAIN, TUNED, OURS):
+        name = ctx.tag(f"backlog_{contender}")
+        if contender == OURS:
+            run = run_ours(ctx.server, ctx.work, name, folder, exp, ctx.job_args, timeout=300)
+        else:
+            run = run_plain(ctx.server, ctx.work, name, folder, exp, timeout=600,
+                            tuned=contender == TUNED)
+        _drain(ctx, run, contender, ctx.job_args)
+        result.runs.append(run)
+    ours, tuned, plain = result.run(OURS), result.run(TUNED), result.run(PLAIN)
+    result.goals.append(_goal(
+        "backlog, 200 x 21-row files: >= 3x the tuned plain design (drain rows/s)",
+        _ratio(ours.extra["drain_rows_per_s"], tuned.extra["drain_rows_per_s"]), 3, True, "x",
+        None if tuned.check == "ok" else f"tuned plain: {tuned.check}"))
+    vs_plain = _ratio(ours.extra["drain_rows_per_s"], plain.extra["drain_rows_per_s"])
+    wall = _ratio(ours.rows_per_s, tuned.rows_per_s)
+    # The drain is the difference of two wall times of ~20 s each, so machine load moves it
+    # by seconds; the span of the batches themselves is printed beside it as a cross-check.
+    span = _ratio(ours.extra.get("rows_per_s_excl_startup"),
+                  tuned.extra.get("rows_per_s_excl_startup"))
+    result.notes.append(
+        (f"ours drains {vs_plain:.1f}x plain (1 file/trigger)" if vs_plain else
+         "ours vs plain: no figure")
+        + (f"; first batch start -> last batch end: ours {span:.2f}x tuned plain" if span
+           else "")
+        + (f"; wall time incl. JVM start-up: ours {wall:.2f}x tuned plain" if wall else ""))
 
 
 # -- 2. bulk ----------------------------------------------------------------------------------
 
+def _every_row_checked(run: Run) -> str | None:
+    """None if every data row was read and checked by our job, else what is off."""
+    read = run.extra.get("rows_read")
+    if read != run.input_rows:
+        return f"{run.contender} read {read} of {run.input_rows} rows"
+    return None
+
+
 def bulk(ctx: Context, result: ScenarioResult) -> None:
     rows = ctx.size(1_000_000, 100_000)
     result.sizes = {"files": 1, "rows_per_file": rows}
-    folder = ctx.work / "bulk" / "data"
-    exp = generate(folder, 1, rows, ctx.seed + 1)
-    result.runs.append(run_load_data(ctx.server, "bulk_load", exp))
-    result.runs.append(run_plain(ctx.server, ctx.work, "bulk_plain", folder, exp, timeout=600))
-    result.runs.append(run_ours(ctx.server, ctx.work, "bulk_ours", folder, exp, ctx.job_args,
-                                timeout=600))
-    ours, load = result.run(OURS), result.run(LOAD_DATA)
-    for run in (result.run(PLAIN), ours):
-        if run.span_s:
+    result.figure = "rows/s, first batch start -> last commit (load_data: connect -> commit)"
+    exp = ctx.data("bulk", 1, rows, ctx.seed + 1)
+    folder = exp.files[0].parent
+    result.runs.append(run_load_data(ctx.server, ctx.tag("bulk_load"), exp))
+    result.runs.append(run_plain(ctx.server, ctx.work, ctx.tag("bulk_tuned_plain"), folder,
+                                 exp, timeout=600, tuned=True))
+    result.runs.append(run_ours(ctx.server, ctx.work, ctx.tag("bulk_ours"), folder, exp,
+                                ctx.job_args, timeout=600))
+    # The Spark-task path: the same batch checked by Spark tasks, not on the driver.
+    result.runs.append(run_ours(ctx.server, ctx.work, ctx.tag("bulk_ours_tasks"), folder, exp,
+                                [*ctx.job_args, *SPARK_TASKS_ARGS], timeout=600,
+                                contender=OURS_TASKS))
+    load = result.run(LOAD_DATA)
+    load.extra["figure"] = load.rows_per_s
+    for run in result.runs:
+        if run.contender != LOAD_DATA and run.span_s:
             run.extra["rows_per_s_excl_startup"] = round(run.input_rows / run.span_s, 1)
+            run.extra["figure"] = run.extra["rows_per_s_excl_startup"]
     # A running job meets a big file with its JVM long started, so the goal is on the
     # batch itself (foreachBatch start to commit), as LOAD DATA's figure has no client
     # start-up either. The wall-time ratio, with the JVM start, is reported beside it.
-    ratio = _ratio(ours.extra.get("rows_per_s_excl_startup"), load.rows_per_s)
-    result.goals.append(_goal("ours rows/s >= 0.7x load_data rows/s (start-up excluded)",
-                              ratio, 0.7, True, "x"))
+    # Exactly once is checked after every run of ours (a failure stops the scenario).
+    ours, tasks = result.run(OURS), result.run(OURS_TASKS)
+    result.goals.append(_goal(
+        "bulk, one 1,000,000-row file: >= 0.9x LOAD DATA, exactly-once, every row checked",
+        _ratio(ours.extra.get("rows_per_s_excl_startup"), load.rows_per_s), 0.9, True, "x",
+        _every_row_checked(ours)))
+    tasks_ratio = _ratio(tasks.extra.get("rows_per_s_excl_startup"), load.rows_per_s)
     wall = _ratio(ours.rows_per_s, load.rows_per_s)
     result.notes.append(f"wall time incl. JVM start-up: ours {wall:.2f}x load_data" if wall
                         else "wall-time ratio: no figure")
+    result.notes.append(f"Spark-task path (ours_tasks): {tasks_ratio:.2f}x load_data"
+                        if tasks_ratio else "Spark-task path: no figure")
     result.notes.append(f"ours: checks {ours.extra.get('prepare_ms', 0) / 1000:.1f} s and"
                         f" write {ours.extra.get('write_ms', 0) / 1000:.1f} s (overlapped),"
                         f" JVM start to first batch {ours.extra.get('startup_s', 0):.1f} s")
 
 
 # -- 3. slow link -----------------------------------------------------------------------------
+
 
 class LinkMeter(Meter):
     """Round trips through the proxy and statements on the server, per batch."""
@@ -187,26 +278,30 @@ class LinkMeter(Meter):
 def slow_link(ctx: Context, result: ScenarioResult) -> None:
     files = ctx.size(20, 4)
     result.sizes = {"files": files, "rows_per_file": 21, "one_way_latency_s": 0.025}
-    folder = ctx.work / "slow_link" / "data"
-    exp = generate(folder, files, 21, ctx.seed + 2)
+    result.figure = "s per micro-batch, (last end - first start) / batches"
+    exp = ctx.data("slow_link", files, 21, ctx.seed + 2)
+    folder = exp.files[0].parent
     proxy = TcpProxy("127.0.0.1", ctx.server.port, latency_s=0.025).start()
     try:
         port, meter = proxy.port, LinkMeter(ctx.server, proxy)
-        result.runs.append(run_load_data(ctx.server, "slow_load", exp, port=port, meter=meter))
-        result.runs.append(run_plain(ctx.server, ctx.work, "slow_plain", folder, exp,
+        result.runs.append(run_load_data(ctx.server, ctx.tag("slow_load"), exp, port=port,
+                                         meter=meter))
+        result.runs.append(run_plain(ctx.server, ctx.work, ctx.tag("slow_plain"), folder, exp,
                                      timeout=300, port=port, meter=meter))
         # The goal is about 21-row micro-batches: one file each, catch-up off.
         one_file_each = [*ctx.job_args, "--catch-up-files", "0"]
-        result.runs.append(run_ours(ctx.server, ctx.work, "slow_ours", folder, exp,
+        result.runs.append(run_ours(ctx.server, ctx.work, ctx.tag("slow_ours"), folder, exp,
                                     one_file_each, timeout=300, port=port, meter=meter))
     finally:
         proxy.close()
+    for run in result.runs:
+        run.extra["figure"] = run.s_per_batch
     ours, plain = result.run(OURS), result.run(PLAIN)
-    result.goals.append(_goal("ours <= 0.35 s per micro-batch", ours.s_per_batch, 0.35, False,
-                              " s"))
+    result.goals.append(_goal("slow link, 50 ms round trip, 21-row batches: <= 0.15 s per"
+                              " batch", ours.s_per_batch, 0.15, False, " s"))
     speedup = _ratio(plain.s_per_batch, ours.s_per_batch)
-    result.goals.append(_goal("ours >= 3x faster per micro-batch than plain", speedup, 3, True,
-                              "x"))
+    result.notes.append(f"ours {speedup:.1f}x faster per batch than plain" if speedup
+                        else "ours vs plain: no figure")
     result.notes.append("s/batch = (last batch end - first batch start) / batches; round trips"
                         " and statements per batch include connection set-up")
 
@@ -216,7 +311,7 @@ def slow_link(ctx: Context, result: ScenarioResult) -> None:
 def _live_one(ctx: Context, contender: str, seconds: int, result: ScenarioResult) -> Run:
     """Stream one contender while files arrive once a second; latency = rename -> visible."""
     server, work = ctx.server, ctx.work
-    name = f"live_{contender}"
+    name = ctx.tag(f"live_{contender}")
     folder = work / name / "data"
     writer = LiveWriter(folder, seed=ctx.seed + 3)
     if contender == OURS:
@@ -226,7 +321,8 @@ def _live_one(ctx: Context, contender: str, seconds: int, result: ScenarioResult
     else:
         db = server.create_plain(name)
         job = plain_job(name, work, folder, work / f"{name}.checkpoint", server.port, db,
-                        once=False)
+                        once=False, tuned=contender == TUNED)
+    inserts_before = server.global_status().get("Com_insert", 0)
     job.start()
     try:
         with VisibilityPoller(lambda: server.connect(db.name), writer) as poller:
@@ -245,8 +341,15 @@ def _live_one(ctx: Context, contender: str, seconds: int, result: ScenarioResult
             drained = poller.wait_visible(timed, timeout=90)
     finally:
         rc = job.stop(grace=30)
+    inserts = server.global_status().get("Com_insert", 0) - inserts_before
     exp = expected(folder)
-    run = (ours_run if contender == OURS else plain_run)(job, server, db, exp)
+    if contender == OURS:
+        run = ours_run(job, server, db, exp)
+    else:
+        run = plain_run(job, server, db, exp, contender)
+        run.extra["insert_statements"] = inserts
+        if contender == TUNED:
+            run.check = check_batched(inserts, run.rows_stored, run.check)
     run.extra["stop_exit_code"] = rc
     lat = Percentiles([f.latency_s for f in timed if f.latency_s is not None])
     # The writing window: the job's own wall time means little here, and batches wait for
@@ -256,6 +359,7 @@ def _live_one(ctx: Context, contender: str, seconds: int, result: ScenarioResult
     run.extra.update(p50_s=lat.pct(50), p90_s=lat.pct(90), p99_s=lat.pct(99),
                      files_timed=len(timed), files_not_visible=sum(
                          1 for f in timed if f.visible_at is None))
+    run.extra["figure"] = run.extra["p99_s"]
     result.series[contender] = [(f.renamed_at - timed[0].renamed_at, f.latency_s) for f in timed]
     if not drained:
         run.check = f"{run.extra['files_not_visible']} file(s) not visible 90 s after the last"
@@ -267,14 +371,12 @@ def _live_one(ctx: Context, contender: str, seconds: int, result: ScenarioResult
 def live(ctx: Context, result: ScenarioResult) -> None:
     seconds = ctx.size(30, 8)
     result.sizes = {"files": seconds, "rows_per_file": 21, "file_every_s": 1}
-    result.runs.append(_live_one(ctx, PLAIN, seconds, result))
-    result.runs.append(_live_one(ctx, OURS, seconds, result))
-    ours, plain = result.run(OURS), result.run(PLAIN)
-    for p in ("p50", "p99"):
-        o, b = ours.extra[f"{p}_s"], plain.extra[f"{p}_s"]
-        judged = o is not None and b is not None
-        result.goals.append(Goal(f"ours {p} latency <= plain's", (o <= b) if judged else None,
-                                 f"{o:.3f} s vs {b:.3f} s" if judged else "no figure"))
+    result.figure = "p99 latency s, file renamed -> rows visible"
+    for contender in (PLAIN, TUNED, OURS):
+        result.runs.append(_live_one(ctx, contender, seconds, result))
+    ours = result.run(OURS)
+    result.goals.append(_goal("live, 1 file/s: p99 <= 0.3 s", ours.extra["p99_s"], 0.3, False,
+                              " s"))
     result.notes.append("latency = file renamed into the folder -> first of its rows visible"
                         " to a reader polling every 20 ms (nearest-rank percentiles)")
 
@@ -422,20 +524,85 @@ def soak(ctx: Context, result: ScenarioResult) -> None:
                         f" per file read)")
 
 
+# -- 6. cluster -------------------------------------------------------------------------------
+
+CLUSTER_WORKERS = 2
+CLUSTER_FILES = 12
+
+
+def _cluster_one(ctx: Context, cluster: StandaloneCluster, rows_per_file: int,
+                 events_dir: Path) -> Run:
+    """One spark-submit --once of our job over CLUSTER_FILES files taken as one batch, the
+    driver's process group sampled for memory, the event log read for where tasks ran."""
+    total = rows_per_file * CLUSTER_FILES
+    label = f"{total / 1e6:g}M"
+    exp = ctx.data(f"cluster_{total}", CLUSTER_FILES, rows_per_file, ctx.seed + 5)
+    name = ctx.tag(f"cluster_{total // 1000}k")
+    db = ctx.server.create_ours(name)
+    conf = {"spark.executor.memory": "512m", "spark.ui.enabled": "false",
+            "spark.eventLog.enabled": "true", "spark.eventLog.dir": events_dir.as_uri(),
+            # One plain JSON-lines file (Spark 4 rolls and compresses by default).
+            "spark.eventLog.rolling.enabled": "false", "spark.eventLog.compress": "false"}
+    job = submitted_job(name, ctx.work, exp.files[0].parent, ctx.work / f"{name}.checkpoint",
+                        ctx.server.port, db, ctx.server.ca_file, cluster.url, conf,
+                        [*ctx.job_args, "--max-files-per-trigger", str(CLUSTER_FILES)])
+    logs_before = set(events_dir.iterdir())
+    with MemorySampler(job) as memory:
+        run_to_exit(job, Meter(), timeout=900, label=f"{name}: spark-submit of our job")
+    run = ours_run(job, ctx.server, db, exp, contender=f"ours_{label}")
+    app_id, tasks = read_event_log(events_dir, logs_before)
+    run.extra.update(memory.figures(), app_id=app_id,
+                     tasks=tasks_per_worker(cluster, app_id, tasks),
+                     tasks_per_executor=dict(tasks),
+                     executors_on_workers=cluster.executors_by_worker(app_id) if app_id else {})
+    run.extra["figure"] = run.extra["driver_peak_rss_mib"]
+    if run.span_s:
+        run.extra["rows_per_s_excl_startup"] = round(run.input_rows / run.span_s, 1)
+    return run
+
+
+def cluster(ctx: Context, result: ScenarioResult) -> None:
+    """Our job submitted to a standalone master with two workers (loopback), over a batch
+    of about 0.3M and one of about 2.4M rows: do the workers get tasks, and does the
+    driver's memory stay flat as the batch grows eightfold?"""
+    small, large = ctx.size(25_000, 2_500), ctx.size(200_000, 20_000)
+    result.sizes = {"workers": CLUSTER_WORKERS, "files": CLUSTER_FILES,
+                    "rows_per_file": [small, large]}
+    result.figure = "driver peak RSS MiB (JVM + Python, summed, sampled every 0.2 s)"
+    events_dir = ctx.work / ctx.tag("cluster_events")
+    events_dir.mkdir(parents=True)
+    with StandaloneCluster(ctx.work / ctx.tag("cluster"), CLUSTER_WORKERS) as standalone:
+        for rows_per_file in (small, large):
+            result.runs.append(_cluster_one(ctx, standalone, rows_per_file, events_dir))
+    a, b = result.runs
+    workers = [f"worker-{i}" for i in range(1, CLUSTER_WORKERS + 1)]
+    fewest = min(run.extra["tasks"].get(w, 0) for run in (a, b) for w in workers)
+    result.goals.append(_goal("cluster, 2 workers: tasks on every worker (fewest tasks on a"
+                              " worker, either batch)", fewest, 1, True, " tasks"))
+    result.goals.append(_goal(
+        "cluster, batches of 0.3M and 2.4M rows: driver peak memory for 2.4M <= 1.25x that"
+        " for 0.3M", _ratio(b.extra["driver_peak_rss_mib"], a.extra["driver_peak_rss_mib"]),
+        1.25, False, "x"))
+    for run in (a, b):
+        result.notes.append(f"{run.contender}: {run.batches} batch(es), tasks {run.extra['tasks']},"
+                            f" driver peak {run.extra['driver_peak_rss_mib']:.0f} MiB")
+
+
 SCENARIOS = {
     "backlog": ("throughput", backlog),
     "bulk": ("throughput", bulk),
     "slow_link": ("batch_time", slow_link),
     "live": ("latency", live),
     "soak": ("soak", soak),
+    "cluster": ("memory", cluster),
 }
-DEFAULT_ORDER = ("backlog", "bulk", "slow_link", "live")
+DEFAULT_ORDER = ("backlog", "bulk", "slow_link", "live", "cluster")
 
 
 def run_scenario(ctx: Context, name: str) -> ScenarioResult:
     """Run one scenario; an exception becomes the scenario's error, never the suite's end."""
     metric, fn = SCENARIOS[name]
-    result = ScenarioResult(name, metric, {})
+    result = ScenarioResult(name, metric, {}, repeat=ctx.repeat)
     started = time.monotonic()
     try:
         fn(ctx, result)
