@@ -65,7 +65,8 @@ def run(settings: Settings, options: JobOptions, hooks: CommitHooks | None = Non
     """Run the job until the source is drained (--once) or a signal stops it. Exit code."""
     options = check_paths(options)
     spark = build_spark_session(settings, options.verbose, options.prometheus,
-                                local_checkpoint=local_path(options.checkpoint) is not None)
+                                local_checkpoint=local_path(options.checkpoint) is not None,
+                                local_source=local_path(options.source) is not None)
     sink = MySQLSink(spark, settings, hooks)
     try:
         sink.connect()

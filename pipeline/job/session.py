@@ -45,6 +45,13 @@ LOCAL_CHECKPOINT_CONF = {
     "spark.sql.streaming.fileSource.log.cleanupDelay": "0s",
     "spark.sql.streaming.fileSource.log.compactInterval": "100",
 }
+# Each micro-batch's file scan checks the status of every file in it; past 32 files Spark
+# does that in a Spark job of its own, which costs seconds to schedule. For a local folder a
+# few thousand stat calls on the driver take milliseconds: 200 files at 100 per batch went
+# from 19 s to 15.5 s (2026-12-01). Remote stores keep Spark's parallel listing.
+LOCAL_SOURCE_CONF = {
+    "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000",
+}
 # Spark's Prometheus endpoints: executors on the UI at /metrics/executors/prometheus, driver
 # and streaming metrics at /metrics/prometheus.
 PROMETHEUS_CONF = {
@@ -57,7 +64,8 @@ PROMETHEUS_CONF = {
 
 
 def build_spark_session(settings: Settings, verbose: bool = False,
-                        prometheus: bool = False, local_checkpoint: bool = True) -> SparkSession:
+                        prometheus: bool = False, local_checkpoint: bool = True,
+                        local_source: bool = True) -> SparkSession:
     """The session: UTC, files never split (line numbers), few shuffle partitions.
 
     Under `spark-submit` the master and deploy settings come from the command line; started
@@ -109,6 +117,8 @@ def build_spark_session(settings: Settings, verbose: bool = False,
         .config("spark.ui.killEnabled", "false")
     )
     for key, value in (LOCAL_CHECKPOINT_CONF.items() if local_checkpoint else ()):
+        builder = builder.config(key, value)
+    for key, value in (LOCAL_SOURCE_CONF.items() if local_source else ()):
         builder = builder.config(key, value)
     with jvm_spared_from_sigterm():
         spark = builder.getOrCreate()
