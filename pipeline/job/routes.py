@@ -29,7 +29,7 @@ from pipeline.read.local import LocalFile
 from pipeline.read.local import decode_uri
 from pipeline.read.local import file_facts
 from pipeline.read.spark_source import raw_lines
-from pipeline.validate.chunks import file_chunks
+from pipeline.validate.columnar import file_chunks
 from pipeline.validate.in_spark import to_payload_chunks
 
 log = logging.getLogger(__name__)
