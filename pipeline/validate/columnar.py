@@ -149,10 +149,8 @@ def _rows_with(texts: pa.Array, test) -> np.ndarray:
 
     One pass over the array's bytes: several times faster than a string kernel per row.
     """
-    offsets = np.frombuffer(texts.buffers()[1], np.int32)[texts.offset:]
-    offsets = offsets[:len(texts) + 1]
-    data = np.frombuffer(texts.buffers()[2] or b"", np.uint8)[offsets[0]:offsets[-1]]
-    hits = np.flatnonzero(test(data)) + offsets[0]
+    offsets, data = _buffers(texts)
+    hits = np.flatnonzero(test(data[offsets[0]:offsets[-1]])) + offsets[0]
     rows = np.zeros(len(texts), dtype=bool)
     rows[np.searchsorted(offsets, hits, side="right") - 1] = True
     return rows
@@ -278,24 +276,11 @@ def _event_times(texts: pa.Array, wanted: np.ndarray, source_time_zone: str) -> 
     """
     pattern = _UTC_TIME_NO_ZONE if source_time_zone.upper() == "UTC" else _UTC_TIME
     plain = _bools(pc.match_substring_regex(texts, pattern)) & wanted
-    # Rows not in the plain form get a harmless stand-in, so every slice below casts.
+    # Rows not in the plain form get a stand-in of the same shape, so that every row can be
+    # read at the same byte positions; they are set to null (or parsed) below.
     filled = pc.if_else(pa.array(plain), texts, "0000-00-00T00:00:00")
-
-    def number(start: int, stop: int) -> np.ndarray:
-        return _ints(pc.cast(pc.utf8_slice_codeunits(filled, start, stop), pa.int64()))
-
-    year, month, day = number(0, 4), number(5, 7), number(8, 10)
-    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
-    month_days = _DAYS[np.clip(month, 1, 12) - 1] + ((month == 2) & leap)
-    valid = plain & (year >= 1000) & (month >= 1) & (month <= 12) & (day >= 1) \
-        & (day <= month_days) & (number(11, 13) < 24) & (number(14, 16) < 60) \
-        & (number(17, 19) < 60)
-    fraction = pc.utf8_rpad(pc.utf8_trim(pc.utf8_slice_codeunits(filled, 19), ".Z"), 6, "0")
-    stored = pc.binary_join_element_wise(
-        pc.binary_join_element_wise(pc.utf8_slice_codeunits(filled, 0, 10),
-                                    pc.utf8_slice_codeunits(filled, 11, 19), " "),
-        fraction, ".")
-    stored = pc.if_else(pa.array(valid), stored, pa.scalar(None, pa.string()))
+    stored = pc.if_else(pa.array(plain & _plain_time_valid(filled)), _plain_time_stored(filled),
+                        pa.scalar(None, pa.string()))
     others = np.flatnonzero(wanted & ~plain)
     if not len(others):
         return stored
@@ -303,6 +288,53 @@ def _event_times(texts: pa.Array, wanted: np.ndarray, source_time_zone: str) -> 
     for index in others:
         values[index] = parse_event_time(texts[int(index)].as_py(), source_time_zone)
     return pa.array(values, pa.string())
+
+
+def _buffers(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The offsets of a string array (len + 1, absolute) and its whole data buffer."""
+    first = texts.offset
+    offsets = np.frombuffer(texts.buffers()[1], np.int32)[first:first + len(texts) + 1]
+    return offsets, np.frombuffer(texts.buffers()[2] or b"", np.uint8)
+
+
+def _plain_time_digits(texts: pa.Array) -> list[np.ndarray]:
+    """Year, month, day, hour, minute, second of times in the plain form (fixed positions)."""
+    offsets, data = _buffers(texts)
+    digits = data[offsets[:-1, None] + np.arange(19)].astype(np.int64) - ord("0")
+
+    def number(start: int, stop: int) -> np.ndarray:
+        return digits[:, start:stop] @ (10 ** np.arange(stop - start - 1, -1, -1))
+
+    return [number(0, 4), number(5, 7), number(8, 10), number(11, 13), number(14, 16),
+            number(17, 19)]
+
+
+def _plain_time_valid(texts: pa.Array) -> np.ndarray:
+    """Which times in the plain form name a real moment (as `parse_event_time` checks)."""
+    year, month, day, hour, minute, second = _plain_time_digits(texts)
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    month_days = _DAYS[np.clip(month, 1, 12) - 1] + ((month == 2) & leap)
+    return (year >= 1000) & (month >= 1) & (month <= 12) & (day >= 1) & (day <= month_days) \
+        & (hour < 24) & (minute < 60) & (second < 60)
+
+
+def _plain_time_stored(texts: pa.Array) -> pa.Array:
+    """Times in the plain form as stored: 'yyyy-MM-dd HH:mm:ss.ffffff', all 26 bytes, built
+    byte by byte: the date and time where they are, the fraction padded with zeros."""
+    offsets, data = _buffers(texts)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    stored = np.empty((len(texts), 26), dtype=np.uint8)
+    stored[:, :19] = data[starts[:, None] + np.arange(19)]
+    stored[:, 10], stored[:, 19] = ord(" "), ord(".")
+    last = np.maximum(starts + lengths - 1, 0)
+    has_fraction = (lengths > 19) & (data[np.minimum(starts + 19, last)] == ord("."))
+    fraction = np.where(has_fraction, lengths - 20 - (data[last] == ord("Z")), 0)
+    for digit in range(6):
+        source = data[np.minimum(starts + 20 + digit, last)]
+        stored[:, 20 + digit] = np.where(digit < fraction, source, ord("0"))
+    return pa.StringArray.from_buffers(
+        len(texts), pa.py_buffer(np.arange(0, 26 * len(texts) + 1, 26, dtype=np.int32)),
+        pa.py_buffer(stored.tobytes()))
 
 
 # -- chunks ---------------------------------------------------------------------------------
