@@ -143,7 +143,9 @@ def plain_run_lines(run: bytes, max_bytes: int = LINE_MAX_BYTES) -> pa.Array | N
         run.decode("utf-8")  # Python's own check, so that the states agree with decode_line
     except UnicodeDecodeError:
         return None
-    whole = pa.array([run], pa.binary()).cast(pa.string())
+    # The run as one string, without a copy (checked as UTF-8 just above).
+    whole = pa.StringArray.from_buffers(1, pa.py_buffer(np.array([0, len(run)], np.int32)),
+                                        pa.py_buffer(run))
     lines = pc.list_flatten(pc.split_pattern(whole, "\n"))
     if run.endswith(b"\n"):
         lines = lines.slice(0, len(lines) - 1)
