@@ -46,10 +46,10 @@ def _runs(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[str, Piece]]:
         texts = batch.column("value").cast(pa.string())
         states = np.asarray(batch.column("state").to_numpy(zero_copy_only=False), np.int8)
         changes = pc.not_equal(files.slice(1), files.slice(0, len(files) - 1))
-        starts = [0, *(np.flatnonzero(changes.to_numpy(zero_copy_only=False)) + 1)]
+        starts = [0, *(int(i) + 1 for i in np.flatnonzero(
+            changes.to_numpy(zero_copy_only=False)))]
         for start, stop in zip(starts, [*starts[1:], len(files)], strict=True):
-            yield files[int(start)].as_py(), (texts.slice(start, stop - start),
-                                              states[start:stop])
+            yield files[start].as_py(), (texts.slice(start, stop - start), states[start:stop])
 
 
 def _files(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[str, Iterator[Piece]]]:
