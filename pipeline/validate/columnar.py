@@ -1,18 +1,19 @@
 """The row rules for a block of lines at once, on Arrow arrays (`pyarrow.compute`).
 
 `file_chunks` here gives exactly what `pipeline.validate.chunks.file_chunks` gives (same
-chunks, byte for byte), about ten times faster on plain data: the per-line rules in `rules.py`
-stay the reference, and this module must agree with them (tests/test_columnar.py compares the
-two on the bad-input corpus and on a randomly damaged one).
+chunks, byte for byte), several times faster: the per-line rules in `rules.py` stay the
+reference, and this module must agree with them (tests/test_columnar.py compares the two on
+the bad-input corpus and on a randomly damaged one).
 
 A file is read in blocks of BLOCK_LINES lines. In each block the common line, a *plain* one,
 is judged by array operations over the whole block: valid UTF-8, not too long, no double
-quote, no NUL, and no whitespace but space and tab (Python's `strip` and Arrow's trim agree
-on those). The first line (BOM, header) and every other line go one by one through the
-reference rules (`FileRules.classify`), and so does the quoted record they may start, which
-can take the plain lines after it. Within a plain line, two values still go to Python one by
-one: an `event_time` not in the plain UTC form (an offset, a local time zone, other digits),
-and the details of a rejected row (built by the reference, so they read the same).
+quote, no control character but tab, and no whitespace but space and tab (Python's `strip`
+and Arrow's trim agree on those). The first line (BOM, header) and every line that is not
+plain go one by one through the reference rules (`FileRules.classify`), and so does the
+quoted record such a line may start, which can take plain lines after it. Within a plain
+line, Python still does two things one row at a time: an `event_time` not in the plain UTC
+form (an offset, a local time zone, other digits) is parsed by the reference, and a rejected
+row gets its detail from the reference, so that it reads the same.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from pipeline.validate.rules import wrong_column_count
 # Lines per block: big enough that array operations pay, small enough to bound memory.
 BLOCK_LINES = 64 * 1024
 # The whitespace a plain line may hold, trimmed by Arrow as Python's strip() trims it.
-_TRIMMED = " \t\r\n"
+_TRIMMED = " \t"
 # Python strips other whitespace too, and Arrow's trim would not: such lines go one by one.
 _OTHER_SPACE = "".join(chr(c) for c in range(sys.maxunicode + 1)
                        if chr(c).isspace() and chr(c) not in _TRIMMED)
