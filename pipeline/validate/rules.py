@@ -220,7 +220,7 @@ def _record(first: str, lines: _Lines) -> str:
 
 def wrong_column_count(line_number: int, text: str, found: int) -> Line:
     return rejected_line(line_number, text, "wrong_column_count",
-                   f"expected {len(EVENT_FIELDS)} columns, found {found}")
+                         f"expected {len(EVENT_FIELDS)} columns, found {found}")
 
 
 class FileRules:
@@ -235,7 +235,8 @@ class FileRules:
 
     def classify(self, line: tuple[int, str, int], lines: _Lines) -> Line:
         """The record that starts with `line`; it takes from `lines` the further lines of a
-        quoted field that holds line ends."""
+        quoted field that holds line ends. `lines` is anything with `next()` and
+        `give_back()` as `_Lines` has them (`columnar` passes a block's lines)."""
         line_number, text, state = line
         if line_number == 1:
             text = text.removeprefix("\ufeff")
@@ -257,11 +258,11 @@ class FileRules:
         if state == LINE_BAD_UTF8:
             return rejected_line(line_number, text, "invalid_utf8", "line is not valid UTF-8")
         if self.bad_header:
-            return rejected_line(line_number, text, "bad_header", "the file's header is not the"
-                           f" columns {','.join(EVENT_FIELDS)} (in any order)")
+            return rejected_line(line_number, text, "bad_header", "the file's header is not"
+                                 f" the columns {','.join(EVENT_FIELDS)} (in any order)")
         if fields is None:
             return rejected_line(line_number, text, "broken_quoting",
-                           "unbalanced quotes, or a quote inside an unquoted field")
+                                 "unbalanced quotes, or a quote inside an unquoted field")
         if len(fields) != len(EVENT_FIELDS):
             return wrong_column_count(line_number, text, len(fields))
         values = [fields[i].strip() or None for i in self.order]
