@@ -29,7 +29,7 @@ from pipeline.read.local import LocalFile
 from pipeline.read.local import decode_uri
 from pipeline.read.local import file_facts
 from pipeline.read.spark_source import raw_lines
-from pipeline.validate.chunks import file_chunks
+from pipeline.validate.columnar import chunks_of_pieces
 from pipeline.validate.in_spark import to_payload_chunks
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,8 @@ def checked_chunks(source: SourceFile, target: FilePayload, settings: Settings,
         target.quarantine(e.reason, e.detail)
         log.warning("%s quarantined as a whole: %s", source.name, e)
         return
-    for kind, _chunk, rows, text in file_chunks(
-            local.lines(), settings.event_types, settings.source_time_zone,
+    for kind, _chunk, rows, text in chunks_of_pieces(
+            local.line_pieces(), settings.event_types, settings.source_time_zone,
             event_format=event_format, chunk_bytes=chunk_bytes):
         yield kind, rows, text
     target.facts = local.facts()

@@ -23,6 +23,10 @@ from pathlib import Path
 from urllib.parse import unquote
 from urllib.parse import urlsplit
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from pipeline.contract import LINE_BAD_UTF8
 from pipeline.contract import LINE_MAX_BYTES
 from pipeline.contract import LINE_OK
@@ -98,6 +102,22 @@ def split_lines(blocks: Iterator[bytes], max_bytes: int = LINE_MAX_BYTES) -> Ite
             return unfinished
         return unfinished[: max_bytes + 1] + (b"\r" if unfinished.endswith(b"\r") else b"")
 
+    for run in line_runs(blocks, max_bytes):
+        for line in run.splitlines():
+            yield line if len(line) <= max_bytes else line[: max_bytes + 1]
+
+
+def line_runs(blocks: Iterator[bytes], max_bytes: int = LINE_MAX_BYTES) -> Iterator[bytes]:
+    """The byte stream in runs of whole lines, with their ends (but the last line's, which
+    may have none): `split_lines` splits each run, `split_lines_arrow` a run at a time."""
+
+    def cut(unfinished: bytes) -> bytes:
+        # An overlong unfinished line keeps max_bytes + 1 bytes, and its final \r, which
+        # may be the first half of a \r\n.
+        if len(unfinished) <= max_bytes + 1:
+            return unfinished
+        return unfinished[: max_bytes + 1] + (b"\r" if unfinished.endswith(b"\r") else b"")
+
     carry = b""
     for block in blocks:
         data = carry + block
@@ -107,10 +127,33 @@ def split_lines(blocks: Iterator[bytes], max_bytes: int = LINE_MAX_BYTES) -> Ite
             carry = cut(data)
             continue
         carry = cut(data[end + 1:])
-        for line in data[: end + 1].splitlines():
-            yield line if len(line) <= max_bytes else line[: max_bytes + 1]
-    for line in carry.splitlines():
-        yield line if len(line) <= max_bytes else line[: max_bytes + 1]
+        yield data[: end + 1]
+    if carry:
+        yield carry
+
+
+def plain_run_lines(run: bytes, max_bytes: int = LINE_MAX_BYTES) -> pa.Array | None:
+    """The lines of a run as one Arrow array, split in C, when the run is the common case:
+    valid UTF-8, `\n` or `\r\n` line ends, no line over `max_bytes`. None for any other
+    run, which `split_lines` and `decode_line` read line by line."""
+    carriage_returns = run.count(b"\r")
+    if carriage_returns and carriage_returns != run.count(b"\r\n"):
+        return None
+    try:
+        run.decode("utf-8")  # Python's own check, so that the states agree with decode_line
+    except UnicodeDecodeError:
+        return None
+    # The run as one string, without a copy (checked as UTF-8 just above).
+    whole = pa.StringArray.from_buffers(1, pa.py_buffer(np.array([0, len(run)], np.int32)),
+                                        pa.py_buffer(run))
+    lines = pc.list_flatten(pc.split_pattern(whole, "\n"))
+    if run.endswith(b"\n"):
+        lines = lines.slice(0, len(lines) - 1)
+    if carriage_returns:  # each \r is the first half of a \r\n: a line end, not text
+        lines = pc.utf8_rtrim(lines, "\r")
+    if len(lines) and pc.max(pc.binary_length(lines)).as_py() > max_bytes:
+        return None
+    return lines
 
 
 def decode_line(raw: bytes, max_bytes: int = LINE_MAX_BYTES) -> tuple[str, int]:
@@ -134,9 +177,11 @@ class LocalFile:
     Opening refuses what is not a regular file (FileRefused) and passes FileNotFoundError on.
     """
 
-    def __init__(self, path: Path, max_line_bytes: int = LINE_MAX_BYTES):
+    def __init__(self, path: Path, max_line_bytes: int = LINE_MAX_BYTES,
+                 block_bytes: int = _BLOCK_BYTES):
         self.path = path
         self._max = max_line_bytes
+        self._block_bytes = block_bytes
         self._fd, self._status = open_regular_file(path)
         self._hash = hashlib.sha256()
         self._size = 0
@@ -146,7 +191,7 @@ class LocalFile:
     def _blocks(self) -> Iterator[bytes]:
         while True:
             try:
-                block = os.read(self._fd, _BLOCK_BYTES)
+                block = os.read(self._fd, self._block_bytes)
             except OSError as e:
                 raise FileRefused("unreadable", f"reading failed: {e.strerror}") from None
             if not block:
@@ -161,6 +206,25 @@ class LocalFile:
             for raw in split_lines(self._blocks(), self._max):
                 self._lines += 1
                 yield decode_line(raw, self._max)
+            self._done = True
+        finally:
+            self.close()
+
+    def line_pieces(self) -> Iterator[tuple[pa.Array, np.ndarray]]:
+        """The lines of `lines()` a run at a time: (texts, states) as an Arrow array and
+        a numpy array. Runs of plain lines are split without a Python object per line."""
+        try:
+            for run in line_runs(self._blocks(), self._max):
+                texts = plain_run_lines(run, self._max)
+                if texts is not None:
+                    states = np.full(len(texts), LINE_OK, dtype=np.int8)
+                else:
+                    decoded = [decode_line(raw[: self._max + 1], self._max)
+                               for raw in run.splitlines()]
+                    texts = pa.array([text for text, _ in decoded], pa.string())
+                    states = np.array([state for _, state in decoded], dtype=np.int8)
+                self._lines += len(texts)
+                yield texts, states
             self._done = True
         finally:
             self.close()

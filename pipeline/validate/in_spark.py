@@ -4,9 +4,9 @@ with --driver-batch-max-bytes 0).
 The job never splits a file across tasks (`spark.sql.files.minPartitionNum=1`, large
 `maxPartitionBytes`), so every task sees each of its files whole and in line order. One
 `mapInArrow` pass can then number the lines, find the header and apply the same rules and
-chunking as the driver (`pipeline.validate.chunks.file_chunks`), with no shuffle. Spark plans
-a micro-batch in milliseconds this way: a plan with windows and aggregations cost over a
-second per batch to re-plan.
+chunking as the driver (`pipeline.validate.columnar`, on the Arrow batches as they come),
+with no shuffle. Spark plans a micro-batch in milliseconds this way: a plan with windows and
+aggregations cost over a second per batch to re-plan.
 """
 
 from __future__ import annotations
@@ -17,12 +17,15 @@ from collections.abc import Iterator
 from collections.abc import Sequence
 from operator import itemgetter
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 
 from pipeline.validate.chunks import CHUNK_MAX_BYTES
 from pipeline.validate.chunks import EVENT_CHUNK_ROWS
-from pipeline.validate.chunks import file_chunks
+from pipeline.validate.columnar import Piece
+from pipeline.validate.columnar import chunks_of_pieces
 
 CHUNK_SCHEMA = pa.schema([("source_file", pa.string()), ("kind", pa.string()),
                           ("chunk", pa.int64()), ("rows", pa.int64()),
@@ -34,15 +37,25 @@ def _ddl(schema: pa.Schema) -> str:
     return ", ".join(f"{f.name} {types[f.type]}" for f in schema)
 
 
-def _files(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[str, Iterator]]:
-    """(source_file, lines) for each file of a task, lines as (text, state)."""
-    def rows():
-        for batch in batches:
-            yield from zip(batch.column("source_file").to_pylist(),
-                           batch.column("value").to_pylist(),
-                           batch.column("state").to_pylist())
-    for path, group in itertools.groupby(rows(), key=itemgetter(0)):
-        yield path, ((text, ok) for _, text, ok in group)
+def _runs(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[str, Piece]]:
+    """(source_file, (texts, states)) for each run of one file's lines in the batches."""
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        files = batch.column("source_file")
+        texts = batch.column("value").cast(pa.string())
+        states = np.asarray(batch.column("state").to_numpy(zero_copy_only=False), np.int8)
+        changes = pc.not_equal(files.slice(1), files.slice(0, len(files) - 1))
+        starts = [0, *(int(i) + 1 for i in np.flatnonzero(
+            changes.to_numpy(zero_copy_only=False)))]
+        for start, stop in zip(starts, [*starts[1:], len(files)], strict=True):
+            yield files[start].as_py(), (texts.slice(start, stop - start), states[start:stop])
+
+
+def _files(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[str, Iterator[Piece]]]:
+    """(source_file, pieces of its lines) for each file of a task."""
+    for path, group in itertools.groupby(_runs(batches), key=itemgetter(0)):
+        yield path, (piece for _, piece in group)
 
 
 def to_payload_chunks(lines: DataFrame, event_types: Sequence[str],
@@ -52,9 +65,9 @@ def to_payload_chunks(lines: DataFrame, event_types: Sequence[str],
     types, tz = tuple(event_types), source_time_zone
 
     def chunks(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for path, file_lines in _files(batches):
-            for kind, chunk, rows, payload in file_chunks(file_lines, types, tz, chunk_rows,
-                                                          chunk_bytes=chunk_bytes):
+        for path, pieces in _files(batches):
+            for kind, chunk, rows, payload in chunks_of_pieces(pieces, types, tz, chunk_rows,
+                                                               chunk_bytes=chunk_bytes):
                 yield pa.RecordBatch.from_pydict(
                     {"source_file": [path], "kind": [kind], "chunk": [chunk], "rows": [rows],
                      "payload": [payload]}, schema=CHUNK_SCHEMA)

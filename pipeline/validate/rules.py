@@ -134,7 +134,8 @@ def split_record(text: str) -> list[str] | None:
         pos += 1
 
 
-def _reject(line_number: int, raw: str, reason: str, detail: str) -> Line:
+def rejected_line(line_number: int, raw: str, reason: str, detail: str) -> Line:
+    """A rejected record, its detail and raw text cut to what `events_rejected` keeps."""
     return Line(line_number, KIND_REJECTED, reason, detail[:DETAIL_MAX_CHARS],
                 raw[:RAW_LINE_MAX_CHARS])
 
@@ -217,6 +218,60 @@ def _record(first: str, lines: _Lines) -> str:
             return text
 
 
+def wrong_column_count(line_number: int, text: str, found: int) -> Line:
+    return rejected_line(line_number, text, "wrong_column_count",
+                         f"expected {len(EVENT_FIELDS)} columns, found {found}")
+
+
+class FileRules:
+    """The rules for one file's records, in file order: what the first line said (the column
+    order, or a bad header) holds for every record after it."""
+
+    def __init__(self, event_types: Iterable[str], source_time_zone: str = "UTC"):
+        self.types = frozenset(event_types)
+        self.source_time_zone = source_time_zone
+        self.order = _STANDARD_ORDER
+        self.bad_header = False
+
+    def classify(self, line: tuple[int, str, int], lines: _Lines) -> Line:
+        """The record that starts with `line`; it takes from `lines` the further lines of a
+        quoted field that holds line ends. `lines` is anything with `next()` and
+        `give_back()` as `_Lines` has them (`columnar` passes a block's lines)."""
+        line_number, text, state = line
+        if line_number == 1:
+            text = text.removeprefix("\ufeff")
+        if state == LINE_TOO_LONG:
+            return Line(line_number, KIND_REJECTED, "line_too_long",
+                        f"the line is longer than {LINE_MAX_BYTES} bytes; its first"
+                        f" {RAW_TOO_LONG_CHARS} characters are kept", text[:RAW_TOO_LONG_CHARS])
+        if not text.strip():
+            return Line(line_number, KIND_BLANK)
+        if state != LINE_BAD_UTF8 and text.count('"') % 2:
+            text = _record(text, lines)
+        fields = split_record(text)
+        if line_number == 1 and fields:
+            names = [f.strip().lower() for f in fields]
+            if sorted(names) == sorted(EVENT_FIELDS):
+                self.order = tuple(names.index(n) for n in EVENT_FIELDS)
+                return Line(line_number, KIND_HEADER)
+            self.bad_header = not _KNOWN_NAMES.isdisjoint(names)
+        if state == LINE_BAD_UTF8:
+            return rejected_line(line_number, text, "invalid_utf8", "line is not valid UTF-8")
+        if self.bad_header:
+            return rejected_line(line_number, text, "bad_header", "the file's header is not"
+                                 f" the columns {','.join(EVENT_FIELDS)} (in any order)")
+        if fields is None:
+            return rejected_line(line_number, text, "broken_quoting",
+                                 "unbalanced quotes, or a quote inside an unquoted field")
+        if len(fields) != len(EVENT_FIELDS):
+            return wrong_column_count(line_number, text, len(fields))
+        values = [fields[i].strip() or None for i in self.order]
+        reason, result = check_event(values, self.types, self.source_time_zone)
+        if reason:
+            return rejected_line(line_number, text, reason, result)
+        return Line(line_number, KIND_EVENT, fields=result)
+
+
 def classify_file(lines: Iterable[tuple[str, int]], event_types: Iterable[str],
                   source_time_zone: str = "UTC") -> Iterator[Line]:
     """Classify the records of one file, in file order.
@@ -227,48 +282,11 @@ def classify_file(lines: Iterable[tuple[str, int]], event_types: Iterable[str],
     A first line naming the six columns in any order is the header and maps columns by name
     (a BOM is ignored); a first line naming other columns makes every line of the file
     `bad_header`; otherwise columns are taken in standard order.
+
+    This is the reference implementation, one line at a time; `pipeline.validate.columnar`
+    gives the same results for blocks of lines at once.
     """
-    types = frozenset(event_types)
-    order = _STANDARD_ORDER
-    bad_header = False
+    rules = FileRules(event_types, source_time_zone)
     numbered = _Lines(lines)
     while (line := numbered.next()) is not None:
-        line_number, text, state = line
-        if line_number == 1:
-            text = text.removeprefix("\ufeff")
-        if state == LINE_TOO_LONG:
-            yield Line(line_number, KIND_REJECTED, "line_too_long",
-                       f"the line is longer than {LINE_MAX_BYTES} bytes; its first"
-                       f" {RAW_TOO_LONG_CHARS} characters are kept", text[:RAW_TOO_LONG_CHARS])
-            continue
-        if not text.strip():
-            yield Line(line_number, KIND_BLANK)
-            continue
-        if state != LINE_BAD_UTF8 and text.count('"') % 2:
-            text = _record(text, numbered)
-        fields = split_record(text)
-        if line_number == 1 and fields:
-            names = [f.strip().lower() for f in fields]
-            if sorted(names) == sorted(EVENT_FIELDS):
-                order = tuple(names.index(n) for n in EVENT_FIELDS)
-                yield Line(line_number, KIND_HEADER)
-                continue
-            bad_header = not _KNOWN_NAMES.isdisjoint(names)
-        if state == LINE_BAD_UTF8:
-            yield _reject(line_number, text, "invalid_utf8", "line is not valid UTF-8")
-        elif bad_header:
-            yield _reject(line_number, text, "bad_header", "the file's header is not the"
-                          f" columns {','.join(EVENT_FIELDS)} (in any order)")
-        elif fields is None:
-            yield _reject(line_number, text, "broken_quoting",
-                          "unbalanced quotes, or a quote inside an unquoted field")
-        elif len(fields) != len(EVENT_FIELDS):
-            yield _reject(line_number, text, "wrong_column_count",
-                          f"expected {len(EVENT_FIELDS)} columns, found {len(fields)}")
-        else:
-            values = [fields[i].strip() or None for i in order]
-            reason, result = check_event(values, types, source_time_zone)
-            if reason:
-                yield _reject(line_number, text, reason, result)
-            else:
-                yield Line(line_number, KIND_EVENT, fields=result)
+        yield rules.classify(line, numbered)
