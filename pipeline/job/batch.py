@@ -16,6 +16,8 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from collections.abc import Iterator
+from contextlib import closing
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC
 from datetime import datetime
@@ -36,9 +38,12 @@ from pipeline.job.metrics import JobMetrics
 from pipeline.job.prefetch import prefetched
 from pipeline.job.routes import DRIVER_BATCH_MAX_BYTES
 from pipeline.job.routes import ROUTE_DRIVER
+from pipeline.job.routes import ROUTE_SPARK_STREAMED
 from pipeline.job.routes import ROUTE_STREAMED
 from pipeline.job.routes import checked_chunks
 from pipeline.job.routes import choose_route
+from pipeline.job.routes import chunks_from_executors
+from pipeline.job.routes import on_cluster
 from pipeline.job.routes import read_in_spark
 from pipeline.job.routes import read_local_payload
 from pipeline.read.checkpoint import CheckpointLog
@@ -114,9 +119,12 @@ class BatchWriter:
         files = self._checkpoint.files_of_batch(batch_id)
         self.files_taken += len(files)
         self.recent_batches.append((time.monotonic(), len(files)))
-        route = choose_route(files, self._driver_batch_max_bytes)
+        route = choose_route(files, self._driver_batch_max_bytes,
+                             on_cluster(batch_df.sparkSession.sparkContext.master))
         if route == ROUTE_STREAMED:
             batch, result, route = self._write_streamed(files, batch_id, started_at)
+        elif route == ROUTE_SPARK_STREAMED:
+            batch, result = self._write_from_executors(batch_df, files, batch_id, started_at)
         else:
             chunk_bytes = self._sink.chunk_max_bytes
             payloads = ([read_local_payload(f, self._settings, chunk_bytes) for f in files]
@@ -210,6 +218,48 @@ class BatchWriter:
             result = self._commit_file_by_file(batch, e, commit_file)
         route = ROUTE_STREAMED + (" as LOAD DATA" if event_format == EVENTS_TSV else "")
         return batch, result, route
+
+
+    def _write_from_executors(self, batch_df: DataFrame, files: list[SourceFile],
+                              batch_id: int, started_at: datetime
+                              ) -> tuple[BatchPayload, BatchResult]:
+        """Have executor tasks check a batch on a cluster, and write their chunks as they
+        come, one file's at a time, into the batch's one transaction.
+
+        Nothing is kept on the driver: a retry after a transient database error runs the
+        Spark read again. A lost executor's tasks are rerun by Spark within the same read;
+        chunks reach the transaction only from finished tasks, so none comes twice.
+        """
+        batch = BatchPayload(self._query_id, batch_id,
+                             [FilePayload(f.name, f.modified_at) for f in files], started_at, 0)
+        sources = {f.name: f for f in files}
+
+        def stream(targets: list[FilePayload], ledger: bool) -> BatchResult:
+            part = batch if targets is batch.files else batch.only(targets)
+            whole = targets is batch.files
+            known = [t for t in targets if t.source_file in sources]
+
+            @contextmanager
+            def open_chunks() -> Iterator[Iterator]:
+                t0 = time.monotonic()
+                read = chunks_from_executors(
+                    batch_df, [sources[t.source_file] for t in known], known, self._settings,
+                    self._sink.chunk_max_bytes, self._checkpoint, whole_batch=whole)
+                with closing(read), prefetched(read, name=f"executors-batch-{batch_id}") as c:
+                    yield c
+                batch.prepare_ms = int((time.monotonic() - t0) * 1000)
+
+            return self._sink.commit_streamed_reread(part, open_chunks, EVENTS_JSON,
+                                                     ledger=ledger)
+
+        def commit_file(_batch: BatchPayload, target: FilePayload) -> BatchResult:
+            return stream([target], ledger=False)
+
+        try:
+            result = stream(batch.files, ledger=True)
+        except (BatchRejected, FileRefused) as e:
+            result = self._commit_file_by_file(batch, e, commit_file)
+        return batch, result
 
 
 def log_batch(batch: BatchPayload, result: BatchResult, where: str) -> None:

@@ -1,11 +1,18 @@
-"""The three ways a batch's files are read and checked, and the one place that picks one.
+"""The four ways a batch's files are read and checked, and the one place that picks one.
 
 A Spark task costs about 0.3 s of fixed Python-worker overhead, far more than checking a
-few KB, and one file is never split across tasks anyway. So batches of local files are read
-right here on the driver: in one go up to --driver-batch-max-bytes, streamed chunk by chunk
-while the database writes above it. Files on hdfs://, s3a:// (or every batch, with
---driver-batch-max-bytes 0) go through Spark tasks, except a local batch holding something
-Spark must not open (a FIFO would block its task, a link would be followed).
+few KB, and one file is never split across tasks anyway. So with a local master, batches of
+local files are read right here on the driver: in one go up to --driver-batch-max-bytes,
+streamed chunk by chunk while the database writes above it. Files on hdfs://, s3a:// (or
+every batch, with --driver-batch-max-bytes 0) go through Spark tasks, except a local batch
+holding something Spark must not open (a FIFO would block its task, a link would be
+followed).
+
+On a cluster (a master that is not `local`), a batch over --driver-batch-max-bytes (every
+batch with 0, and every batch on hdfs://, s3a://) is read and checked by executor tasks, one
+whole file per task, and its chunks reach the driver one file at a time
+(`toLocalIterator`), straight into the batch's open transaction: the driver holds a file or
+two, never the batch.
 """
 
 from __future__ import annotations
@@ -18,11 +25,14 @@ from operator import attrgetter
 from pathlib import Path
 
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from pipeline.config import Settings
 from pipeline.contract import EVENTS_JSON
+from pipeline.contract import Chunk
 from pipeline.contract import FilePayload
 from pipeline.errors import FileRefused
+from pipeline.errors import JobError
 from pipeline.read.checkpoint import CheckpointLog
 from pipeline.read.checkpoint import SourceFile
 from pipeline.read.local import LocalFile
@@ -35,6 +45,7 @@ from pipeline.validate.in_spark import to_payload_chunks
 log = logging.getLogger(__name__)
 
 ROUTE_DRIVER, ROUTE_STREAMED, ROUTE_SPARK = "driver", "driver, streamed", "spark"
+ROUTE_SPARK_STREAMED = "executors, streamed"
 # Local batches up to this size are checked on the driver in one go; bigger ones are
 # streamed: checked chunk by chunk while the database takes the chunk before.
 DRIVER_BATCH_MAX_BYTES = 4 * 1024 * 1024
@@ -49,15 +60,25 @@ def _regular_file_size(path: Path) -> int | None:
     return status.st_size if stat.S_ISREG(status.st_mode) else None
 
 
-def choose_route(files: list[SourceFile], driver_batch_max_bytes: int) -> str:
+def on_cluster(master: str) -> bool:
+    """Executors on other processes (standalone, YARN, Kubernetes), not threads of ours."""
+    return not master.startswith("local")
+
+
+def choose_route(files: list[SourceFile], driver_batch_max_bytes: int,
+                 cluster: bool = False) -> str:
     """Where a batch is read and checked; decided here only."""
     paths = [f.local_path for f in files]
     if not all(paths):
-        return ROUTE_SPARK
+        return ROUTE_SPARK_STREAMED if cluster else ROUTE_SPARK
     sizes = [_regular_file_size(p) for p in paths]
-    if driver_batch_max_bytes <= 0:
-        return ROUTE_SPARK if None not in sizes else ROUTE_DRIVER
+    spark_may_open = None not in sizes
     total = sum(size or 0 for size in sizes)
+    if cluster and spark_may_open and (driver_batch_max_bytes <= 0
+                                       or total > driver_batch_max_bytes):
+        return ROUTE_SPARK_STREAMED
+    if driver_batch_max_bytes <= 0:
+        return ROUTE_SPARK if spark_may_open else ROUTE_DRIVER
     return ROUTE_STREAMED if total > driver_batch_max_bytes else ROUTE_DRIVER
 
 
@@ -114,16 +135,59 @@ def read_in_spark(batch_df: DataFrame, files: list[SourceFile], settings: Settin
                                                                chunk.payload)
     for f in files:
         target = payloads[f.name]
-        # No rows: an empty file, or one that vanished after Spark listed it (Spark skips it
-        # with ignoreMissingFiles rather than fail this batch on every restart).
-        if not target.rows_valid + target.rows_rejected and not checkpoint.exists(f.uri):
-            target.mark_missing()
-            log.warning("%s disappeared before it could be read; recorded as missing", f.name)
-        elif f.local_path is not None:
-            # Described by a second read of the file on the driver (Spark's read gives no
-            # bytes back): a file that changed in between shows in reconcile, not here.
-            try:
-                target.facts = file_facts(f.local_path)
-            except (FileRefused, FileNotFoundError) as e:
-                log.warning("%s: no size, lines and hash recorded: %s", f.name, e)
+        _finish(f, target, bool(target.rows_valid + target.rows_rejected), checkpoint)
     return list(payloads.values())
+
+
+def _finish(source: SourceFile, target: FilePayload, had_rows: bool,
+            checkpoint: CheckpointLog) -> None:
+    """After Spark read a file: record it missing, or its facts."""
+    # No rows: an empty file, or one that vanished after Spark listed it (Spark skips it
+    # with ignoreMissingFiles rather than fail this batch on every restart).
+    if not had_rows and not checkpoint.exists(source.uri):
+        target.mark_missing()
+        log.warning("%s disappeared before it could be read; recorded as missing",
+                    source.name)
+    elif source.local_path is not None:
+        # Described by a second read of the file on the driver (Spark's read gives no
+        # bytes back): a file that changed in between shows in reconcile, not here.
+        try:
+            target.facts = file_facts(source.local_path)
+        except (FileRefused, FileNotFoundError) as e:
+            log.warning("%s: no size, lines and hash recorded: %s", source.name, e)
+
+
+def chunks_from_executors(batch_df: DataFrame, sources: list[SourceFile],
+                          targets: list[FilePayload], settings: Settings, chunk_bytes: int,
+                          checkpoint: CheckpointLog, whole_batch: bool = True
+                          ) -> Iterator[Chunk]:
+    """The chunks of `sources`, checked by executor tasks (one whole file per task), handed
+    over one task's output at a time: `toLocalIterator` runs one Spark job per partition,
+    and with `prefetchPartitions` the next one while this one is written. So the driver
+    holds about two files' chunks, however many files the batch has; reading again (a
+    retry) runs the tasks again rather than keep anything.
+
+    Once every chunk is out, `targets` (the FilePayloads of `sources`, by name) are
+    recorded missing or get their facts. Not `whole_batch`: only `sources` are read (a file
+    written alone). A failed Spark job raises JobError.
+    """
+    lines = batch_df
+    if not whole_batch:
+        # Spark prunes files on _metadata.file_path: a file written alone is read alone.
+        lines = batch_df.where(F.col("source_file").isin(sorted(s.uri for s in sources)))
+    chunks = to_payload_chunks(raw_lines(lines), settings.event_types,
+                               settings.source_time_zone, chunk_bytes=chunk_bytes)
+    seen: set[str] = set()
+    try:
+        for row in chunks.toLocalIterator(prefetchPartitions=True):
+            name = decode_uri(row.source_file)[0]
+            seen.add(name)
+            yield name, row.kind, row.rows, row.payload
+    except Exception as e:  # noqa: BLE001 - a Spark job that failed, whatever its type
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise JobError(f"Spark could not read and check the batch's files: {first};"
+                       " nothing of the batch was committed, it runs again on restart"
+                       ) from e
+    by_name = {t.source_file: t for t in targets}
+    for source in sources:
+        _finish(source, by_name[source.name], source.name in seen, checkpoint)

@@ -72,10 +72,10 @@ def build_spark_session(settings: Settings, verbose: bool = False,
     with plain `python`, the job runs on SPARK_MASTER or `local[*]`.
     """
     builder = SparkSession.builder.appName(QUERY_NAME)
+    master = settings.spark_master or "local[*]"
     # Python workers need this interpreter's packages (the venv's pyarrow), not python3's.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not launched by spark-submit
-        master = settings.spark_master or "local[*]"
         for key, value in loopback_conf(master, os.environ).items():
             builder = builder.config(key, value)
         builder = (
@@ -92,8 +92,8 @@ def build_spark_session(settings: Settings, verbose: bool = False,
         SparkContext._ensure_initialized()
         conf = SparkConf()
         given = {key for key, _ in conf.getAll()}
-        wanted = loopback_conf(conf.get("spark.master", "local[*]"), dict(os.environ),
-                               jvm_started=True)
+        master = conf.get("spark.master", "local[*]")
+        wanted = loopback_conf(master, dict(os.environ), jvm_started=True)
         for key, value in wanted.items():
             if key not in given:
                 builder = builder.config(key, value)
@@ -116,6 +116,11 @@ def build_spark_session(settings: Settings, verbose: bool = False,
         # The UI's kill links would let anyone who reaches the port stop the job's query.
         .config("spark.ui.killEnabled", "false")
     )
+    if not master.startswith("local"):
+        # Spark packs small files into one task up to the split size; counting each file's
+        # opening as the whole split size gives every file its own task, so a cluster's
+        # executors share a batch (files are still never split: maxPartitionBytes above).
+        builder = builder.config("spark.sql.files.openCostInBytes", str(4 * 1024**3))
     for key, value in (LOCAL_CHECKPOINT_CONF.items() if local_checkpoint else ()):
         builder = builder.config(key, value)
     for key, value in (LOCAL_SOURCE_CONF.items() if local_source else ()):

@@ -16,6 +16,8 @@ import threading
 import time
 from collections.abc import Callable
 from collections.abc import Iterable
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import datetime
 
@@ -39,6 +41,8 @@ from pipeline.write.connection import is_transient
 from pipeline.write.jdbc import DriverInfo
 from pipeline.write.ledger import Ledger
 from pipeline.write.schema import ensure_schema
+from pipeline.write.streamed import ChunkStream
+from pipeline.write.streamed import RereadStream
 from pipeline.write.streamed import StreamedWrite
 
 log = logging.getLogger(__name__)
@@ -133,7 +137,20 @@ class MySQLSink:
         `bulk_load`). Chunks are kept until the commit: after a transient failure they are
         sent again on a new connection.
         """
-        write = StreamedWrite(self, batch, iter(chunks), event_format, ledger)
+        write = StreamedWrite(self, batch, ChunkStream(batch, iter(chunks)), event_format,
+                              ledger)
+        with self._lock:
+            return self._with_retries(batch, write.attempt)
+
+    def commit_streamed_reread(self, batch: BatchPayload,
+                               open_chunks: Callable[[], AbstractContextManager[Iterator[Chunk]]],
+                               event_format: str, ledger: bool = True) -> BatchResult:
+        """As `commit_streamed`, but nothing is kept: each attempt opens a new read of the
+        chunks with `open_chunks` (Spark runs the tasks again), so the driver's memory does
+        not grow with the batch. The batch's files are counted afresh by every attempt.
+        """
+        write = StreamedWrite(self, batch, RereadStream(batch, open_chunks), event_format,
+                              ledger)
         with self._lock:
             return self._with_retries(batch, write.attempt)
 

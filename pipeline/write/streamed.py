@@ -7,7 +7,11 @@ go through LOAD DATA LOCAL from memory when the server allows it, else INSERT ..
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from collections.abc import Iterable
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from py4j.protocol import Py4JJavaError
@@ -28,6 +32,19 @@ if TYPE_CHECKING:
     from pipeline.write.sink import MySQLSink
 
 
+def _counted(batch: BatchPayload, chunks: Iterable[Chunk]
+             ) -> Iterator[tuple[FilePayload, str, int, str]]:
+    """Each chunk with its file, counted into that file as it goes by."""
+    files = {f.source_file: f for f in batch.files}
+    for source_file, kind, rows, payload in chunks:
+        f = files.get(source_file)
+        if f is None:  # not in the checkpoint's list: still accounted for, never dropped
+            f = files[source_file] = FilePayload(source_file, None)
+            batch.files.append(f)
+        f.count(kind, rows, payload)
+        yield f, kind, rows, payload
+
+
 class ChunkStream:
     """A streamed batch's chunks: read once from the checks, kept to send again on a retry.
 
@@ -39,17 +56,36 @@ class ChunkStream:
         self._chunks = chunks
         self._received: list[tuple[FilePayload, str, int, str]] = []
 
-    def replay_then_read(self) -> Iterator[tuple[FilePayload, str, int, str]]:
+    @contextmanager
+    def attempt(self) -> Iterator[Iterator[tuple[FilePayload, str, int, str]]]:
+        yield self._replay_then_read()
+
+    def _replay_then_read(self) -> Iterator[tuple[FilePayload, str, int, str]]:
         yield from self._received
-        files = {f.source_file: f for f in self._batch.files}
-        for source_file, kind, rows, payload in self._chunks:
-            f = files.get(source_file)
-            if f is None:  # not in the checkpoint's list: still accounted for, never dropped
-                f = files[source_file] = FilePayload(source_file, None)
-                self._batch.files.append(f)
-            f.count(kind, rows, payload)
-            self._received.append((f, kind, rows, payload))
-            yield self._received[-1]
+        for received in _counted(self._batch, self._chunks):
+            self._received.append(received)
+            yield received
+
+
+class RereadStream:
+    """A streamed batch's chunks read afresh for every attempt and never kept, so memory
+    stays bounded however big the batch: `open_chunks` opens a new read of them.
+
+    Each attempt starts the batch's files over (counts, missing, facts): the read says
+    them again.
+    """
+
+    def __init__(self, batch: BatchPayload,
+                 open_chunks: Callable[[], AbstractContextManager[Iterator[Chunk]]]):
+        self._batch = batch
+        self._open = open_chunks
+
+    @contextmanager
+    def attempt(self) -> Iterator[Iterator[tuple[FilePayload, str, int, str]]]:
+        for f in self._batch.files:
+            f.reset()
+        with self._open() as chunks:
+            yield _counted(self._batch, chunks)
 
 
 def load_events(db: Connection, stmt, rows: int, tsv: str) -> int:
@@ -82,11 +118,11 @@ def load_events(db: Connection, stmt, rows: int, tsv: str) -> int:
 class StreamedWrite:
     """One streamed batch; `attempt` is called by the sink's retry loop."""
 
-    def __init__(self, sink: MySQLSink, batch: BatchPayload, chunks: Iterator[Chunk],
-                 event_format: str, ledger: bool):
+    def __init__(self, sink: MySQLSink, batch: BatchPayload,
+                 stream: ChunkStream | RereadStream, event_format: str, ledger: bool):
         self._sink = sink
         self._batch = batch
-        self._stream = ChunkStream(batch, chunks)
+        self._stream = stream
         self._format = event_format
         self._ledger = ledger
 
@@ -96,7 +132,8 @@ class StreamedWrite:
         if self._ledger and sink.ledger.batch_committed(batch):
             return BatchResult(replayed=True, attempts=attempt)
         done = sink.ledger.files_loaded(batch)
-        written = self._send_rows(done)
+        with self._stream.attempt() as chunks:
+            written = self._send_rows(done, chunks)
         kept = batch.only([f for f in batch.files if f.key not in done])
         statements = sql.batch_statements(kept, attempt, len(done), written,
                                           ledger=self._ledger)
@@ -112,14 +149,15 @@ class StreamedWrite:
                            files_skipped=len(done), attempts=attempt,
                            skipped_keys=frozenset(done))
 
-    def _send_rows(self, done: dict) -> dict[str, int]:
+    def _send_rows(self, done: dict, chunks: Iterator[tuple[FilePayload, str, int, str]]
+                   ) -> dict[str, int]:
         """Every chunk into the open transaction; new events per file key."""
         db, batch = self._sink.db, self._batch
         written: dict[str, int] = {}
         stmt = db.jdbc.createStatement()
         try:
             stmt.execute("SET @batch_started = NOW(6)")
-            for f, kind, rows, payload in self._stream.replay_then_read():
+            for f, kind, rows, payload in chunks:
                 if f.key in done:
                     continue
                 if kind != KIND_EVENT:
