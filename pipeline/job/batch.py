@@ -124,7 +124,8 @@ class BatchWriter:
         if route == ROUTE_STREAMED:
             batch, result, route = self._write_streamed(files, batch_id, started_at)
         elif route == ROUTE_SPARK_STREAMED:
-            batch, result = self._write_from_executors(batch_df, files, batch_id, started_at)
+            batch, result, route = self._write_from_executors(batch_df, files, batch_id,
+                                                              started_at)
         else:
             chunk_bytes = self._sink.chunk_max_bytes
             payloads = ([read_local_payload(f, self._settings, chunk_bytes) for f in files]
@@ -222,7 +223,7 @@ class BatchWriter:
 
     def _write_from_executors(self, batch_df: DataFrame, files: list[SourceFile],
                               batch_id: int, started_at: datetime
-                              ) -> tuple[BatchPayload, BatchResult]:
+                              ) -> tuple[BatchPayload, BatchResult, str]:
         """Have executor tasks check a batch on a cluster, and write their chunks as they
         come, one file's at a time, into the batch's one transaction.
 
@@ -233,6 +234,7 @@ class BatchWriter:
         batch = BatchPayload(self._query_id, batch_id,
                              [FilePayload(f.name, f.modified_at) for f in files], started_at, 0)
         sources = {f.name: f for f in files}
+        event_format = EVENTS_TSV if self._sink.bulk_load else EVENTS_JSON
 
         def stream(targets: list[FilePayload], ledger: bool) -> BatchResult:
             part = batch if targets is batch.files else batch.only(targets)
@@ -244,12 +246,13 @@ class BatchWriter:
                 t0 = time.monotonic()
                 read = chunks_from_executors(
                     batch_df, [sources[t.source_file] for t in known], known, self._settings,
-                    self._sink.chunk_max_bytes, self._checkpoint, whole_batch=whole)
+                    self._sink.chunk_max_bytes, self._checkpoint, whole_batch=whole,
+                    event_format=event_format)
                 with closing(read), prefetched(read, name=f"executors-batch-{batch_id}") as c:
                     yield c
                 batch.prepare_ms = int((time.monotonic() - t0) * 1000)
 
-            return self._sink.commit_streamed_reread(part, open_chunks, EVENTS_JSON,
+            return self._sink.commit_streamed_reread(part, open_chunks, event_format,
                                                      ledger=ledger)
 
         def commit_file(_batch: BatchPayload, target: FilePayload) -> BatchResult:
@@ -259,7 +262,8 @@ class BatchWriter:
             result = stream(batch.files, ledger=True)
         except (BatchRejected, FileRefused) as e:
             result = self._commit_file_by_file(batch, e, commit_file)
-        return batch, result
+        return batch, result, ROUTE_SPARK_STREAMED + (
+            " as LOAD DATA" if event_format == EVENTS_TSV else "")
 
 
 def log_batch(batch: BatchPayload, result: BatchResult, where: str) -> None:

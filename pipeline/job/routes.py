@@ -17,6 +17,7 @@ two, never the batch.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
@@ -29,6 +30,8 @@ from pyspark.sql import functions as F
 
 from pipeline.config import Settings
 from pipeline.contract import EVENTS_JSON
+from pipeline.contract import EVENTS_TSV
+from pipeline.contract import KIND_EVENT
 from pipeline.contract import Chunk
 from pipeline.contract import FilePayload
 from pipeline.errors import FileRefused
@@ -39,6 +42,7 @@ from pipeline.read.local import LocalFile
 from pipeline.read.local import decode_uri
 from pipeline.read.local import file_facts
 from pipeline.read.spark_source import raw_lines
+from pipeline.validate.chunks import events_as_tsv
 from pipeline.validate.columnar import chunks_of_pieces
 from pipeline.validate.in_spark import to_payload_chunks
 
@@ -159,8 +163,8 @@ def _finish(source: SourceFile, target: FilePayload, had_rows: bool,
 
 def chunks_from_executors(batch_df: DataFrame, sources: list[SourceFile],
                           targets: list[FilePayload], settings: Settings, chunk_bytes: int,
-                          checkpoint: CheckpointLog, whole_batch: bool = True
-                          ) -> Iterator[Chunk]:
+                          checkpoint: CheckpointLog, whole_batch: bool = True,
+                          event_format: str = EVENTS_JSON) -> Iterator[Chunk]:
     """The chunks of `sources`, checked by executor tasks (one whole file per task), handed
     over one task's output at a time: `toLocalIterator` runs one Spark job per partition,
     and with `prefetchPartitions` the next one while this one is written. So the driver
@@ -170,6 +174,9 @@ def chunks_from_executors(batch_df: DataFrame, sources: list[SourceFile],
     Once every chunk is out, `targets` (the FilePayloads of `sources`, by name) are
     recorded missing or get their facts. Not `whole_batch`: only `sources` are read (a file
     written alone). A failed Spark job raises JobError.
+
+    The tasks give events as JSON; for LOAD DATA (`event_format` TSV) each chunk is
+    re-encoded here, a few ms per 20,000 rows, far less than the rules cost.
     """
     lines = batch_df
     if not whole_batch:
@@ -182,7 +189,10 @@ def chunks_from_executors(batch_df: DataFrame, sources: list[SourceFile],
         for row in chunks.toLocalIterator(prefetchPartitions=True):
             name = decode_uri(row.source_file)[0]
             seen.add(name)
-            yield name, row.kind, row.rows, row.payload
+            payload = row.payload
+            if event_format == EVENTS_TSV and row.kind == KIND_EVENT:
+                payload = events_as_tsv(json.loads(payload))
+            yield name, row.kind, row.rows, payload
     except Exception as e:  # noqa: BLE001 - a Spark job that failed, whatever its type
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise JobError(f"Spark could not read and check the batch's files: {first};"
