@@ -43,14 +43,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rss_kib(pid: int) -> int:
+def rss_kib(pid: int) -> tuple[str, int]:
+    """(program name, resident KiB) of a process; ("", 0) once it is gone."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
     except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0
+        return "", 0
+    name = next((line.split()[1] for line in status if line.startswith("Name:")), "")
+    kib = next((int(line.split()[1]) for line in status if line.startswith("VmRSS:")), 0)
+    return name, kib
 
 
 def descendants(pid: int) -> list[int]:
@@ -70,9 +71,17 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def sample_peak(pid: int, stop: threading.Event, peak: list[int]) -> None:
+def sample_peak(pid: int, stop: threading.Event, peak: dict[str, int]) -> None:
+    """Peak of the sum over the driver's processes, and peak per kind (java, python)."""
     while not stop.is_set():
-        peak[0] = max(peak[0], sum(rss_kib(p) for p in descendants(pid)))
+        now: Counter = Counter()
+        for p in descendants(pid):
+            name, kib = rss_kib(p)
+            now["java" if name == "java" else "python" if name.startswith("python")
+                else "other"] += kib
+        now["total"] = sum(now.values())
+        for key, kib in now.items():
+            peak[key] = max(peak.get(key, 0), kib)
         time.sleep(0.2)
 
 
@@ -137,7 +146,7 @@ def main() -> int:
         started = time.monotonic()
         job = subprocess.Popen(command, cwd=args.code, env=job_env,
                                stdout=open(work / "job.log", "wb"), stderr=subprocess.STDOUT)
-        stop, peak = threading.Event(), [0]
+        stop, peak = threading.Event(), {}
         sampler = threading.Thread(target=sample_peak, args=(job.pid, stop, peak))
         sampler.start()
         try:
@@ -152,7 +161,8 @@ def main() -> int:
         rows = db.query("SELECT count(*) FROM events")[0][0]
         print(json.dumps({"code": args.code, "exit": code, "rows_in_files": args.rows,
                           "events_in_db": rows, "files": args.files,
-                          "driver_peak_rss_mib": round(peak[0] / 1024),
+                          "driver_peak_rss_mib": round(peak.get("total", 0) / 1024),
+                          "peak_mib_by_kind": {k: round(v / 1024) for k, v in peak.items()},
                           "tasks_per_executor": dict(tasks_per_executor(events)),
                           "seconds": round(seconds, 1), "log": str(work / "job.log")}))
         return code

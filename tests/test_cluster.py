@@ -72,16 +72,22 @@ def submit(cluster, *args: str) -> list[str]:
             str(ROOT / "spark_streaming.py"), "--driver-batch-max-bytes", "0", *args]
 
 
-def finished_tasks(cluster) -> Counter:
-    """Tasks that succeeded, per executor id, from Spark's event logs (the listener's)."""
-    done: Counter = Counter()
+def listener_events(cluster, name: str) -> list[dict]:
+    """Spark's listener events called `name`, from the event logs of the test's jobs."""
+    found = []
     for log in cluster["events"].iterdir():
         for line in log.read_text().splitlines():
             event = json.loads(line) if line.startswith("{") else {}
-            if event.get("Event") == "SparkListenerTaskEnd" and \
-                    event["Task End Reason"]["Reason"] == "Success":
-                done[event["Task Info"]["Executor ID"]] += 1
-    return done
+            if event.get("Event") == name:
+                found.append(event)
+    return found
+
+
+def finished_tasks(cluster, reason: str = "Success") -> Counter:
+    """Tasks that ended for `reason`, per executor id."""
+    return Counter(e["Task Info"]["Executor ID"]
+                   for e in listener_events(cluster, "SparkListenerTaskEnd")
+                   if e["Task End Reason"]["Reason"] == reason)
 
 
 def test_once_on_a_standalone_cluster_checks_on_every_executor(tmp_path, database, cluster):
@@ -151,7 +157,10 @@ def test_a_worker_killed_mid_batch_loses_nothing(tmp_path, database, cluster):
     ids = events_in_db(database)
     assert len(ids) == len(set(ids)) and set(ids) == set(expected_events(source))
     assert database.query("SELECT count(*) FROM ingest_files")[0][0] == 12
+    removed = listener_events(cluster, "SparkListenerExecutorRemoved")
+    assert victim in {e["Executor ID"] for e in removed}, "the killed executor was not lost"
     print(f"worker 1 (executor {victim}) killed mid-batch: job"
           f" {'finished' if code == 0 else f'exited {code} and was restarted'},"
           f" {len(ids)} events exactly once; tasks finished per executor"
-          f" {dict(finished_tasks(cluster))}")
+          f" {dict(finished_tasks(cluster))}, lost with their executor"
+          f" {dict(finished_tasks(cluster, 'ExecutorLostFailure'))}")
