@@ -256,6 +256,12 @@ class BatchWriter:
                                                      ledger=ledger)
 
         def commit_file(_batch: BatchPayload, target: FilePayload) -> BatchResult:
+            if target.source_file not in sources:
+                # Its rows came with the batch, not from the checkpoint's list: it cannot be
+                # read alone, and committing it with no rows would lose them.
+                raise FileRefused("database_rejected", "its batch was refused and the file"
+                                  " is not in the checkpoint's list, so it cannot be written"
+                                  " alone; load it again with pipeline.ops.rebuild --from")
             return stream([target], ledger=False)
 
         try:
