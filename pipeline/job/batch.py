@@ -261,7 +261,8 @@ class BatchWriter:
                 # read alone, and committing it with no rows would lose them.
                 raise FileRefused("database_rejected", "its batch was refused and the file"
                                   " is not in the checkpoint's list, so it cannot be written"
-                                  " alone; load it again with pipeline.ops.rebuild --from")
+                                  " alone (docs/bad-input.md: what to do with a"
+                                  " quarantined file)")
             return stream([target], ledger=False)
 
         try:
