@@ -46,5 +46,9 @@ class BatchRejected(SinkError):
     can cure it, but writing the batch's files one by one isolates the file that causes it."""
 
 
+class SinkBusy(PipelineError):
+    """The sink is committing a batch; a question that need not wait is asked again later."""
+
+
 class TablesUnreadable(PipelineError):
     """A reporting command could not read the pipeline tables; the message says why."""

@@ -54,6 +54,19 @@ def test_rotation_asks_again_later_when_it_cannot_tell(caplog):
     assert check.check(112, lambda: 0)
 
 
+def test_a_small_limit_never_rotates_for_files_a_new_generation_would_list_again():
+    check = RotationCheck(50)
+    check.started(logged=0, taken=0)
+    assert not check.check(51, lambda: 30)  # 30 would be listed again: more than half of 50
+    assert check.check(60, lambda: 25)
+
+
+def test_an_unreadable_pointer_is_a_clear_error(tmp_path):
+    (tmp_path / POINTER_FILE).mkdir()
+    with pytest.raises(ValueError, match="cannot be read"):
+        read_generation(tmp_path)
+
+
 def test_rotation_is_off_at_zero():
     check = RotationCheck(0)
     check.started(logged=10**6, taken=0)

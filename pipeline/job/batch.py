@@ -119,8 +119,9 @@ class BatchWriter:
         files = self._checkpoint.files_of_batch(batch_id)
         self.files_taken += len(files)
         self.recent_batches.append((time.monotonic(), len(files)))
-        route = choose_route(files, self._driver_batch_max_bytes,
-                             on_cluster(batch_df.sparkSession.sparkContext.master))
+        # No DataFrame: files replayed by pipeline.ops.rebuild, read on the driver.
+        cluster = batch_df is not None and on_cluster(batch_df.sparkSession.sparkContext.master)
+        route = choose_route(files, self._driver_batch_max_bytes, cluster)
         if route == ROUTE_STREAMED:
             batch, result, route = self._write_streamed(files, batch_id, started_at)
         elif route == ROUTE_SPARK_STREAMED:

@@ -7,6 +7,7 @@ import fnmatch
 import json
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -22,13 +23,18 @@ log = logging.getLogger(__name__)
 
 
 def files_newer_than(folder: Path, newest: datetime | None) -> list[Path]:
-    """The source files in `folder` modified after `newest` (all of them when None)."""
+    """The regular source files in `folder` modified after `newest` (all when None).
+
+    Directories, links and the like named like a source file are quarantined once, never
+    loaded: they are not waiting.
+    """
     # Spark (and so the ledger) knows modification times in whole milliseconds.
     limit_ms = round(newest.timestamp() * 1000) if newest else -1
     found = []
     for path in folder.glob(SOURCE_GLOB):
         try:
-            if path.stat().st_mtime_ns // 1_000_000 > limit_ms:
+            status = path.lstat()
+            if stat.S_ISREG(status.st_mode) and status.st_mtime_ns // 1_000_000 > limit_ms:
                 found.append(path)
         except FileNotFoundError:
             pass  # archived or deleted while we looked

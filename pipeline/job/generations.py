@@ -47,6 +47,8 @@ def read_generation(root: Path) -> int:
         text = (root / POINTER_FILE).read_text(encoding="ascii").strip()
     except FileNotFoundError:
         return 0
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{root / POINTER_FILE} cannot be read ({e})") from None
     if not text.isdigit():
         raise ValueError(f"{root / POINTER_FILE} holds {text[:40]!r}, not a generation number")
     return int(text)
@@ -79,7 +81,7 @@ def files_logged(checkpoint: Path) -> int:
 
 # A new generation lists again the loaded files still in the source folder (with
 # --clean-source, those of the last batch); the ledger skips them. Up to this many, or a
-# tenth of the limit, that is cheap.
+# tenth of the limit, that is cheap (and never more than half the limit).
 RELIST_MIN = 100
 
 
@@ -123,7 +125,10 @@ class RotationCheck:
         if logged <= self._next_look:
             return False
         again = relisted()
-        if again is not None and again <= max(RELIST_MIN, self.limit // 10):
+        # Below half the limit too: else each new generation, having listed them again,
+        # would be past the limit at once and rotate for ever without reaching new files.
+        if again is not None and again <= min(self.limit // 2,
+                                               max(RELIST_MIN, self.limit // 10)):
             self.relisted, self.due = again, True
             return True
         if again is not None and not self._warned:
@@ -186,10 +191,16 @@ class CheckpointGenerations:
         if not old or not self.current_has_committed():
             return 0
         for i, path in enumerate(old):
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+            except OSError as e:
+                # Only space is lost; the job goes on and tries again later.
+                log.warning("could not remove %s of an earlier checkpoint generation: %s",
+                            path, e)
+                return i
             if i == 0:
                 self._hook("retiring")
         log.info("removed %d entr%s of earlier checkpoint generations", len(old),

@@ -34,6 +34,7 @@ from pipeline.contract import EVENTS_TSV
 from pipeline.contract import KIND_EVENT
 from pipeline.contract import Chunk
 from pipeline.contract import FilePayload
+from pipeline.errors import BatchRejected
 from pipeline.errors import FileRefused
 from pipeline.errors import JobError
 from pipeline.read.checkpoint import CheckpointLog
@@ -161,6 +162,12 @@ def _finish(source: SourceFile, target: FilePayload, had_rows: bool,
             log.warning("%s: no size, lines and hash recorded: %s", source.name, e)
 
 
+def executors_alive(batch_df: DataFrame) -> bool:
+    """Whether the application still has an executor besides the driver."""
+    tracker = batch_df.sparkSession.sparkContext._jsc.sc().statusTracker()
+    return len(tracker.getExecutorInfos()) > 1
+
+
 def chunks_from_executors(batch_df: DataFrame, sources: list[SourceFile],
                           targets: list[FilePayload], settings: Settings, chunk_bytes: int,
                           checkpoint: CheckpointLog, whole_batch: bool = True,
@@ -195,9 +202,16 @@ def chunks_from_executors(batch_df: DataFrame, sources: list[SourceFile],
             yield name, row.kind, row.rows, payload
     except Exception as e:  # noqa: BLE001 - a Spark job that failed, whatever its type
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise JobError(f"Spark could not read and check the batch's files: {first};"
-                       " nothing of the batch was committed, it runs again on restart"
-                       ) from e
+        if not executors_alive(batch_df):
+            raise JobError(f"Spark could not read and check the batch's files: {first};"
+                           " no executor is left, so nothing of the batch was committed; it"
+                           " runs again on restart") from e
+        # Executors are there, yet the tasks failed (Spark retried each): a file is the
+        # cause. The batch's files are then written one by one, and the one whose own
+        # read fails is quarantined, so no single file can stop the stream.
+        if whole_batch:
+            raise BatchRejected(f"Spark tasks failed on the batch's files: {first}") from e
+        raise FileRefused("unreadable", f"Spark tasks could not read it: {first}") from e
     by_name = {t.source_file: t for t in targets}
     for source in sources:
         _finish(source, by_name[source.name], source.name in seen, checkpoint)

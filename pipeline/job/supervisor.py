@@ -118,7 +118,7 @@ class Supervisor:
         """Loaded files still in the source folder: a new generation lists them again."""
         source = local_path(self._options.source)
         try:
-            newest = self._sink.newest_loaded_file_at()
+            newest = self._sink.newest_loaded_file_at(wait=False)
         except Exception as e:  # noqa: BLE001 - asked again later; batches report faults
             log.debug("rotation check postponed: %s", e)
             return None
@@ -228,7 +228,8 @@ class Supervisor:
         if source is None:
             return
         try:
-            waiting, oldest_age = backlog_of(source, self._sink.newest_loaded_file_at())
+            waiting, oldest_age = backlog_of(source,
+                                             self._sink.newest_loaded_file_at(wait=False))
         except Exception as e:  # noqa: BLE001 - a gauge left as it was; batches report faults
             log.debug("backlog gauge not updated: %s", e)
             return

@@ -41,8 +41,9 @@ DETAIL_MAX_CHARS = 512
 _PRICE = re.compile(PRICE_PATTERN)
 _NEGATIVE_PRICE = re.compile("^-" + PRICE_PATTERN[1:])
 # ISO 8601: 'T' or a space, optional fraction (1-6 digits), optional 'Z' or +hh:mm offset.
+# ASCII digits only: Python's \d also takes other scripts' digits, which no database reads.
 _EVENT_TIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?"
-                         r"(Z|[+-]\d\d:\d\d)?")
+                         r"(Z|[+-]\d\d:\d\d)?", re.ASCII)
 _STANDARD_ORDER = tuple(range(len(EVENT_FIELDS)))
 _KNOWN_NAMES = frozenset(EVENT_FIELDS)
 _ID_LIMITS = tuple((EVENT_FIELDS.index(n), n, limit) for n, limit in MAX_LENGTHS.items()

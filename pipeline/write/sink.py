@@ -31,6 +31,7 @@ from pipeline.contract import Chunk
 from pipeline.contract import CommitHooks
 from pipeline.errors import BatchRejected
 from pipeline.errors import DatabaseUnreachable
+from pipeline.errors import SinkBusy
 from pipeline.errors import SinkError
 from pipeline.write import statements as sql
 from pipeline.write.connection import DUPLICATE_KEY
@@ -154,12 +155,19 @@ class MySQLSink:
         with self._lock:
             return self._with_retries(batch, write.attempt)
 
-    def newest_loaded_file_at(self) -> datetime | None:
-        """Safe to call from another thread than the batches' (the job's backlog check)."""
-        with self._lock:
+    def newest_loaded_file_at(self, wait: bool = True) -> datetime | None:
+        """Safe to call from another thread than the batches' (the job's backlog check).
+
+        Not `wait`: SinkBusy at once while a batch commits (which may take minutes).
+        """
+        if not self._lock.acquire(blocking=wait):
+            raise SinkBusy("a batch is being committed")
+        try:
             if not self.db.is_open:
                 self.connect()
             return self.ledger.newest_loaded_file_at()
+        finally:
+            self._lock.release()
 
     def commit(self, statements: list[str], batch_id: int) -> tuple[int, int]:
         """Send a batch's last statements and COMMIT: (written, duplicate)."""
