@@ -188,6 +188,11 @@ class LocalFile:
         self._lines = 0
         self._done = False
 
+    @property
+    def size(self) -> int:
+        """Bytes the file had when it was opened."""
+        return self._status.st_size
+
     def _blocks(self) -> Iterator[bytes]:
         while True:
             try:
