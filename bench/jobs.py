@@ -51,6 +51,15 @@ def spark_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def proc_status(pid: int) -> dict[str, str] | None:
+    """The fields of /proc/<pid>/status (None once the process is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    return dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+
+
 class JobProcess:
     """One job run: start(), then wait() for --once runs or stop() for streaming ones."""
 
@@ -139,25 +148,15 @@ class JobProcess:
     def _java_status(self) -> tuple[int, dict[str, str]] | None:
         """Pid and /proc status fields of the job's JVM (the Spark driver)."""
         for pid in self.group_pids():
-            try:
-                status = Path(f"/proc/{pid}/status").read_text()
-            except OSError:
-                continue
-            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-            if fields.get("Name", "").strip() == "java" and "VmRSS" in fields:
+            fields = proc_status(pid)
+            if fields and fields.get("Name", "").strip() == "java" and "VmRSS" in fields:
                 return pid, fields
         return None
 
     def python_rss_kib(self) -> int | None:
         """Resident memory of the job's driver Python process (the group's leader)."""
-        if self.proc is None:
-            return None
-        try:
-            status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        except OSError:
-            return None
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        return int(fields["VmRSS"].split()[0]) if "VmRSS" in fields else None
+        fields = proc_status(self.proc.pid) if self.proc is not None else None
+        return int(fields["VmRSS"].split()[0]) if fields and "VmRSS" in fields else None
 
     def java_rss_kib(self) -> int | None:
         """Resident memory of the job's JVM."""
@@ -183,12 +182,8 @@ class JobProcess:
         """Per live process of the group: name, VmRSS and VmHWM (peak RSS) in KiB."""
         found = {}
         for pid in self.group_pids():
-            try:
-                status = Path(f"/proc/{pid}/status").read_text()
-            except OSError:
-                continue
-            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-            if "VmRSS" in fields:
+            fields = proc_status(pid)
+            if fields and "VmRSS" in fields:
                 found[pid] = (fields["Name"].strip(), int(fields["VmRSS"].split()[0]),
                               int(fields.get("VmHWM", fields["VmRSS"]).split()[0]))
         return found

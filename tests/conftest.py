@@ -98,3 +98,15 @@ def spark():
     ship_package(session)
     yield session
     session.stop()
+
+
+@pytest.fixture
+def sink(spark, database):
+    """The job's sink, connected as the test database's job user; closed afterwards."""
+    from pipeline.write.sink import MySQLSink
+    from tests.support.jobs import job_settings
+
+    s = MySQLSink(spark, job_settings(database))
+    s.connect()
+    yield s
+    s.close()

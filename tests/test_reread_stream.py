@@ -9,16 +9,12 @@ from contextlib import contextmanager
 from datetime import UTC
 from datetime import datetime
 
-import pytest
-
 from pipeline.contract import EVENT_FIELDS
 from pipeline.contract import EVENTS_JSON
 from pipeline.contract import LINE_OK
 from pipeline.contract import BatchPayload
 from pipeline.contract import FilePayload
 from pipeline.validate.chunks import file_chunks
-from pipeline.write.sink import MySQLSink
-from tests.support.jobs import job_settings
 
 FILES = {f"file:/data/events_{n}.csv": [f"e{n}-{i}" for i in range(7)] for n in range(3)}
 
@@ -31,14 +27,6 @@ def chunks_of_files():
         lines.append(("broken,line", LINE_OK))
         for kind, _chunk, rows, payload in file_chunks(lines, ("view",), chunk_rows=3):
             yield name, kind, rows, payload
-
-
-@pytest.fixture
-def sink(spark, database):
-    s = MySQLSink(spark, job_settings(database))
-    s.connect()
-    yield s
-    s.close()
 
 
 def new_batch(batch_id: int = 0) -> BatchPayload:

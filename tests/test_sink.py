@@ -13,8 +13,6 @@ import pytest
 from pipeline.contract import BatchPayload
 from pipeline.contract import FilePayload
 from pipeline.errors import BatchRejected
-from pipeline.write.sink import MySQLSink
-from tests.support.jobs import job_settings
 
 
 def chunk(rows: list[list]) -> str:
@@ -37,14 +35,6 @@ def file_payload(name: str, events: list[list], rejects: list[list] = ()) -> Fil
 
 def batch(query_id: str, batch_id: int, *files: FilePayload) -> BatchPayload:
     return BatchPayload(query_id, batch_id, list(files), datetime.now(UTC), 5)
-
-
-@pytest.fixture
-def sink(spark, database):
-    s = MySQLSink(spark, job_settings(database))
-    s.connect()
-    yield s
-    s.close()
 
 
 def test_batch_commits_rows_ledger_and_file_accounting(sink, database):
