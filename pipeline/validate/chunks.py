@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Sequence
@@ -52,19 +53,30 @@ def _row_chars(row: Sequence) -> int:
     return sum(len(str(value)) for value in row if value is not None) + 4 * len(row)
 
 
-def _json_chunks(rows: list, max_bytes: int) -> Iterator[tuple[int, str]]:
-    """(rows, JSON text) pieces of `rows`, each at most `max_bytes` in UTF-8.
+def _as_json(rows: list) -> str:
+    return json.dumps(rows, ensure_ascii=False)
+
+
+def json_rows_text(rows: list[str]) -> str:
+    """A JSON array of rows already written as JSON, one text each (as `json.dumps` joins)."""
+    return "[" + ", ".join(rows) + "]"
+
+
+def _json_chunks(rows: list, max_bytes: int, render: Callable[[list], str] = _as_json
+                 ) -> Iterator[tuple[int, str]]:
+    """(rows, JSON text) pieces of `rows`, each at most `max_bytes` in UTF-8; `render`
+    writes a piece's rows as one JSON array.
 
     Rows are gathered by their size in characters; a chunk of many multi-byte characters
     can still come out larger in bytes, and is then halved.
     """
-    text = json.dumps(rows, ensure_ascii=False)
+    text = render(rows)
     if len(rows) == 1 or len(text.encode("utf-8")) <= max_bytes:
         yield len(rows), text
         return
     half = len(rows) // 2
-    yield from _json_chunks(rows[:half], max_bytes)
-    yield from _json_chunks(rows[half:], max_bytes)
+    yield from _json_chunks(rows[:half], max_bytes, render)
+    yield from _json_chunks(rows[half:], max_bytes, render)
 
 
 def file_chunks(file_lines: Iterable[tuple[str, int]], event_types: Sequence[str],

@@ -43,6 +43,7 @@ from pipeline.validate.chunks import EVENT_CHUNK_ROWS
 from pipeline.validate.chunks import _json_chunks
 from pipeline.validate.chunks import _payload_row
 from pipeline.validate.chunks import _row_chars
+from pipeline.validate.chunks import json_rows_text
 from pipeline.validate.rules import FileRules
 from pipeline.validate.rules import Line
 from pipeline.validate.rules import check_event
@@ -374,17 +375,6 @@ class _Pending:
         return rows
 
 
-def _json_row_chunks(rows: list[str], max_bytes: int) -> Iterator[tuple[int, str]]:
-    """`chunks._json_chunks` for rows already written as JSON, one text each."""
-    text = "[" + ", ".join(rows) + "]"
-    if len(rows) == 1 or len(text.encode("utf-8")) <= max_bytes:
-        yield len(rows), text
-        return
-    half = len(rows) // 2
-    yield from _json_row_chunks(rows[:half], max_bytes)
-    yield from _json_row_chunks(rows[half:], max_bytes)
-
-
 def _event_rows(columns: list[pa.Array], escape: np.ndarray, event_format: str) -> list[str]:
     """Each event as the text of one row of its chunk: a TSV line, or a JSON array.
 
@@ -440,7 +430,7 @@ class _FileChunks:
         elif self.event_format == EVENTS_TSV:
             pieces = [(len(rows), "".join(rows))]
         else:
-            pieces = _json_row_chunks(rows, self.chunk_bytes)
+            pieces = _json_chunks(rows, self.chunk_bytes, json_rows_text)
         for count, text in pieces:
             self.counters[kind] += 1
             yield kind, self.counters[kind] - 1, count, text
