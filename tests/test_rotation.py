@@ -142,7 +142,11 @@ def test_the_job_rotates_and_loads_every_file_once(tmp_path, database):
     assert "checkpoint rotated" in done.stderr
     # Only the current generation is left (the old ones went after its first commit).
     assert generations_left(checkpoint) == [f"generation-{generation}"]
-    assert files_logged(checkpoint / f"generation-{generation}") <= 6
+    # Its log holds only what it listed itself, never the whole history: generations 0 and
+    # 1 each took more than 5 files, and with --clean-source archive only the last batch's
+    # file can still be in the folder to be listed again. (How far past the limit a
+    # generation gets depends on how many batches end between two checks: not asserted.)
+    assert files_logged(checkpoint / f"generation-{generation}") < 24
     report = subprocess.run([PYTHON, "-m", "pipeline.ops.status", "--source", str(source),
                              "--checkpoint", str(checkpoint), "--json"], cwd=ROOT,
                             env=database.job_env(), capture_output=True, text=True, timeout=60)
