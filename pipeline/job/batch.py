@@ -49,6 +49,7 @@ from pipeline.job.routes import read_local_payload
 from pipeline.read.checkpoint import CheckpointLog
 from pipeline.read.checkpoint import SourceFile
 from pipeline.write.sink import MySQLSink
+from pipeline.write.streamed import in_key_order
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,9 @@ class BatchWriter:
                 batch.prepare_ms = int((time.monotonic() - t0) * 1000)
 
             part = batch if targets is batch.files else batch.only(targets)
-            with prefetched(checked(), name=f"checks-batch-{batch_id}") as chunks:
+            # Sorting for the load is done here, in the checks' thread, not the writer's.
+            units = in_key_order(checked()) if event_format == EVENTS_TSV else checked()
+            with prefetched(units, name=f"checks-batch-{batch_id}") as chunks:
                 return self._sink.commit_streamed(part, chunks, event_format, ledger=ledger)
 
         def commit_file(_batch: BatchPayload, target: FilePayload) -> BatchResult:
