@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from pipeline.contract import EVENTS_TSV
 from pipeline.contract import KIND_EVENT
 from pipeline.contract import KIND_REJECTED
 from pipeline.errors import BatchRejected
@@ -51,7 +52,7 @@ def test_units_are_sorted_bounded_per_file_and_keep_the_first_of_each_id():
     for _ in range(50):
         chunks, in_order = _chunks(rng)
         unit_rows = rng.randint(5, 40)
-        out = list(in_key_order(chunks, unit_rows))
+        out = list(in_key_order(chunks, unit_rows, first_unit_rows=rng.randint(1, unit_rows)))
 
         # Rejects pass unchanged and in order; events of one file stay in that file.
         assert [c for c in out if c[1] != KIND_EVENT] == [c for c in chunks
@@ -114,3 +115,27 @@ def test_a_value_the_table_would_cut_refuses_the_unit_also_past_the_listed_limit
         db.rollback_quietly()
         stmt.close()
     assert _events(database) == {}
+
+
+def test_staged_units_survive_a_connection_lost_mid_stream(sink, database):
+    """Units staged in the JVM are used once: the retry after a lost connection copies the
+    kept text again, and every row is stored once."""
+    from tests.test_reread_stream import FILES
+    from tests.test_reread_stream import chunks_of_files
+    from tests.test_reread_stream import job_connections
+    from tests.test_reread_stream import new_batch
+
+    def killing(chunks):
+        for n, chunk in enumerate(chunks):
+            if n == 2:  # the connection dies mid-transaction, after a unit was loaded
+                for connection in job_connections(database):
+                    database.query(f"KILL CONNECTION {connection}")
+            yield chunk
+
+    assert sink.bulk_load, "the test server must allow LOAD DATA LOCAL"
+    units = sink.staged_for_load(in_key_order(chunks_of_files(EVENTS_TSV), first_unit_rows=2))
+    result = sink.commit_streamed(new_batch(), killing(units), EVENTS_TSV)
+    assert (result.attempts, result.replayed) == (2, False)
+    ids = [r[0] for r in database.query("SELECT event_id FROM events")]
+    assert sorted(ids) == sorted(i for ids in FILES.values() for i in ids)
+    assert database.query("SELECT count(*) FROM events_rejected")[0][0] == 3

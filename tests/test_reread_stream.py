@@ -19,13 +19,14 @@ from pipeline.validate.chunks import file_chunks
 FILES = {f"file:/data/events_{n}.csv": [f"e{n}-{i}" for i in range(7)] for n in range(3)}
 
 
-def chunks_of_files():
+def chunks_of_files(event_format: str = EVENTS_JSON):
     """Real checked chunks, three rows each, plus one rejected row per file."""
     for name, ids in FILES.items():
         lines = [(",".join(EVENT_FIELDS), LINE_OK)]
         lines += [(f"{i},u1,p1,view,1.50,2026-01-31T12:00:00Z", LINE_OK) for i in ids]
         lines.append(("broken,line", LINE_OK))
-        for kind, _chunk, rows, payload in file_chunks(lines, ("view",), chunk_rows=3):
+        for kind, _chunk, rows, payload in file_chunks(lines, ("view",), chunk_rows=3,
+                                                        event_format=event_format):
             yield name, kind, rows, payload
 
 

@@ -209,7 +209,8 @@ class BatchWriter:
 
             part = batch if targets is batch.files else batch.only(targets)
             # Sorting for the load is done here, in the checks' thread, not the writer's.
-            units = in_key_order(checked()) if event_format == EVENTS_TSV else checked()
+            units = self._sink.staged_for_load(in_key_order(checked())) \
+                if event_format == EVENTS_TSV else checked()
             with prefetched(units, name=f"checks-batch-{batch_id}") as chunks:
                 return self._sink.commit_streamed(part, chunks, event_format, ledger=ledger)
 

@@ -45,6 +45,7 @@ from pipeline.write.schema import ensure_schema
 from pipeline.write.streamed import ChunkStream
 from pipeline.write.streamed import RereadStream
 from pipeline.write.streamed import StreamedWrite
+from pipeline.write.streamed import staged_for_load
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,10 @@ class MySQLSink:
     def bulk_load(self) -> bool:
         """Big batches go through LOAD DATA LOCAL: wanted, and allowed by the server."""
         return self.db.bulk_load_wanted and self.db.local_infile
+
+    def staged_for_load(self, chunks: Iterable[Chunk]) -> Iterator[Chunk]:
+        """`streamed.staged_for_load` on this sink's connection."""
+        return staged_for_load(chunks, self.db)
 
     @property
     def packet_limit(self) -> int:

@@ -92,8 +92,10 @@ class RereadStream:
 # InnoDB takes rows in primary-key order several times faster than in random order: a
 # 1,000,000-row file of UUID event ids went in in 6.1 s as chunks of 20,000 rows in file
 # order, 4.3 s as units of 100,000 sorted by id, 2.4 s sorted as one (docs/benchmarks.md,
-# "Bulk: loading in key order"). A unit is bounded so that the driver's memory is.
+# "Bulk: loading in key order"). A unit is bounded so that the driver's memory is; the
+# first ones are smaller so that the database starts early.
 LOAD_UNIT_ROWS = 200_000
+FIRST_UNIT_ROWS = 25_000
 
 
 def _event_id(tsv_line: str) -> str:
@@ -101,21 +103,26 @@ def _event_id(tsv_line: str) -> str:
 
 
 def in_key_order(chunks: Iterable[tuple[str, str, int, str]],
-                 unit_rows: int = LOAD_UNIT_ROWS) -> Iterator[tuple[str, str, int, str]]:
+                 unit_rows: int = LOAD_UNIT_ROWS, first_unit_rows: int = FIRST_UNIT_ROWS
+                 ) -> Iterator[tuple[str, str, int, str]]:
     """(source_file, kind, rows, payload) chunks with each file's TSV event chunks merged
-    into units of about `unit_rows` rows, each sorted by event_id; other chunks unchanged.
+    into units sorted by event_id, the first of about `first_unit_rows` rows, each next one
+    twice as big up to `unit_rows`; other chunks unchanged.
 
     The sort is stable and units keep file order, so of two events with the same id the
     earlier line still comes first, and is still the one kept. Units never mix files.
     """
     unit: list[str] = []
     unit_file: str | None = None
+    limit = min(first_unit_rows, unit_rows)
 
     def flush() -> Iterator[tuple[str, str, int, str]]:
+        nonlocal limit
         if unit:
             unit.sort(key=_event_id)
             yield unit_file, KIND_EVENT, len(unit), "".join(unit)
             unit.clear()
+            limit = min(limit * 2, unit_rows)
 
     for source_file, kind, rows, payload in chunks:
         if source_file != unit_file:
@@ -126,9 +133,27 @@ def in_key_order(chunks: Iterable[tuple[str, str, int, str]],
             continue
         # Escaped TSV holds no raw newline inside a value: one line per row.
         unit.extend(line + "\n" for line in payload[:-1].split("\n"))
-        if len(unit) >= unit_rows:
+        if len(unit) >= limit:
             yield from flush()
     yield from flush()
+
+
+class StagedTsv(str):
+    """TSV text whose bytes already wait in the JVM as an input stream (`staged`), so the
+    writer's thread does not spend its time copying them through py4j. Used once; a retry
+    copies the text again."""
+
+    staged = None
+
+
+def staged_for_load(chunks: Iterable[tuple[str, str, int, str]], db: Connection
+                    ) -> Iterator[tuple[str, str, int, str]]:
+    """The chunks, TSV events as StagedTsv: run this in the thread that makes them."""
+    for source_file, kind, rows, payload in chunks:
+        if kind == KIND_EVENT:
+            payload = StagedTsv(payload)
+            payload.staged = db.input_stream(payload.encode("utf-8"))
+        yield source_file, kind, rows, payload
 
 
 def _halves(rows: int, tsv: str) -> list[tuple[int, str]]:
@@ -152,7 +177,10 @@ def load_events(db: Connection, stmt, rows: int, tsv: str,
     big = rows > max_listed
     if big:
         stmt.execute("SAVEPOINT load_unit")
-    stmt.setLocalInfileInputStream(db.input_stream(tsv.encode("utf-8")))
+    staged = getattr(tsv, "staged", None)
+    if staged is not None:
+        tsv.staged = None
+    stmt.setLocalInfileInputStream(staged or db.input_stream(tsv.encode("utf-8")))
     stmt.execute(sql.EVENTS_LOAD)
     loaded = stmt.getUpdateCount()
     if rows - loaded > max_listed:
