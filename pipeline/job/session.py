@@ -113,6 +113,11 @@ def build_spark_session(settings: Settings, verbose: bool = False,
         # again, up to 250 MB of driver heap; each file is read once, so cache nothing.
         .config("spark.sql.hive.filesourcePartitionFileCacheSize", "0")
         .config("spark.ui.showConsoleProgress", "false")
+        # Spark builds each micro-batch's scan before foreachBatch runs, even when the
+        # batch is read on the driver; generating its code cost ~100 ms of the first batch
+        # and ~0.4 s of first-batch planning in all (docs/benchmarks.md, backlog). The scan
+        # only hands lines to Python, which does the work, so fused code buys nothing.
+        .config("spark.sql.codegen.wholeStage", "false")
         # The UI's kill links would let anyone who reaches the port stop the job's query.
         .config("spark.ui.killEnabled", "false")
     )
