@@ -55,3 +55,37 @@ def test_a_batch_spark_must_not_open_stays_on_the_driver_on_a_cluster(tmp_path):
 def test_only_local_masters_count_as_local():
     assert not on_cluster("local[*]") and not on_cluster("local-cluster[2,1,1024]")
     assert on_cluster("spark://127.0.0.1:7077") and on_cluster("yarn")
+
+
+def test_a_file_read_alone_by_executors_is_found_however_spark_spells_it(
+        tmp_path, spark, database):
+    """A refused batch's files are read again one by one by filtering the batch on the
+    file's URI. The log spells it `file:///...`, the rows `file:/...`: matched as one, the
+    file's rows all come back (as read in a whole batch), not none."""
+    from pipeline.contract import FilePayload
+    from pipeline.job.routes import chunks_from_executors
+    from pipeline.read.checkpoint import CheckpointLog
+    from pipeline.read.spark_source import read_lines
+    from tests.support.jobs import job_settings
+
+    folder = tmp_path / "in a folder"
+    folder.mkdir()
+    path = folder / "events_one two%.csv"
+    path.write_text("event_id,user_id,product_id,event_type,price,event_time\n"
+                    + "".join(f"e{i},u1,p1,view,1.50,2026-01-31T12:00:00Z\n" for i in range(5))
+                    + "bad,u1,p1,view,cheap,2026-01-31T12:00:00Z\n")
+    other = folder / "events_other.csv"
+    other.write_text("event_id,user_id,product_id,event_type,price,event_time\n"
+                     "x1,u1,p1,view,1.50,2026-01-31T12:00:00Z\n")
+    lines = spark.read.format("text").load(str(folder)).select(
+        "_metadata.file_path", "value").withColumnRenamed("file_path", "source_file")
+    assert read_lines  # the stream selects the same two columns, spelled the same way
+    source = SourceFile(path.as_uri(), WHEN)  # file:///..., as the log spells it
+    assert source.uri.startswith("file:///") and "%20" in source.uri
+    target = FilePayload(source.name, WHEN)
+    checkpoint = CheckpointLog(spark, str(tmp_path / "ck"))
+    chunks = list(chunks_from_executors(lines, [source], [target], job_settings(database),
+                                        1 << 20, checkpoint, whole_batch=False))
+    assert {name for name, *_ in chunks} == {source.name}
+    assert sum(rows for _, kind, rows, _ in chunks if kind == "event") == 5
+    assert sum(rows for _, kind, rows, _ in chunks if kind != "event") == 1

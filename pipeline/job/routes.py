@@ -42,6 +42,7 @@ from pipeline.read.checkpoint import SourceFile
 from pipeline.read.local import LocalFile
 from pipeline.read.local import decode_uri
 from pipeline.read.local import file_facts
+from pipeline.read.local import uri_spellings
 from pipeline.read.spark_source import raw_lines
 from pipeline.validate.chunks import events_as_tsv
 from pipeline.validate.chunks import file_chunks
@@ -201,7 +202,10 @@ def chunks_from_executors(batch_df: DataFrame, sources: list[SourceFile],
     lines = batch_df
     if not whole_batch:
         # Spark prunes files on _metadata.file_path: a file written alone is read alone.
-        lines = batch_df.where(F.col("source_file").isin(sorted(s.uri for s in sources)))
+        # Its rows say `file:/...` where the log says `file:///...`: match every spelling,
+        # or the file would be read as empty.
+        lines = batch_df.where(F.col("source_file").isin(
+            sorted(u for s in sources for u in uri_spellings(s.uri))))
     chunks = to_payload_chunks(raw_lines(lines), settings.event_types,
                                settings.source_time_zone, chunk_bytes=chunk_bytes)
     seen: set[str] = set()

@@ -51,6 +51,15 @@ def decode_uri(uri: str) -> tuple[str, Path | None]:
     return "file:" + path, Path(path)
 
 
+def uri_spellings(uri: str) -> list[str]:
+    """The ways Spark spells one file's URI: its file-source log writes `file:///d/a.csv`,
+    a row's `_metadata.file_path` says `file:/d/a.csv` (both percent-encoded)."""
+    parts = urlsplit(uri)
+    if parts.scheme != "file" or parts.netloc:
+        return [uri]
+    return sorted({uri, f"file:{parts.path}", f"file://{parts.path}"})
+
+
 def _kind(mode: int) -> str:
     for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
                        (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
