@@ -69,3 +69,23 @@ def test_events_as_tsv_escapes_what_load_data_reads_specially():
     awkward = ["e2", "a\tb", "c\\d", "\\N", "x\ny\rz\0", "t"]
     assert events_as_tsv([plain, awkward]) == (
         "\t".join(plain) + "\n" + "e2\ta\\tb\tc\\\\d\t\\\\N\tx\\ny\\rz\\0\tt\n")
+
+
+def test_packed_tsv_chunks_unpack_to_what_the_driver_makes_of_the_same_lines(spark):
+    """The executors' route: TSV made in the task, deflated for the trip, the same text
+    as the driver's own checks give for the file, awkward values and rejects included."""
+    from pipeline.contract import EVENTS_TSV
+    from pipeline.contract import LINE_OK
+    from pipeline.validate.columnar import file_chunks
+    from pipeline.validate.in_spark import unpack_payload
+
+    texts = [HEADER] + [f"e{i},u\\{i}\t,p,view,1.00,2026-01-31T12:00:00Z" for i in range(7)]
+    texts.insert(4, "bad,,p,view,1.00,2026-01-31T12:00:00Z")
+    packed = to_payload_chunks(raw_lines(lines_df(spark, [("f", t) for t in texts])),
+                               DEFAULT_EVENT_TYPES, chunk_rows=3, event_format=EVENTS_TSV,
+                               packed=True).collect()
+    got = sorted((c.kind, c.chunk, c.rows, unpack_payload(c.payload)) for c in packed)
+    want = sorted(file_chunks([(t, LINE_OK) for t in texts], DEFAULT_EVENT_TYPES,
+                              chunk_rows=3, event_format=EVENTS_TSV))
+    assert got == want
+    assert any("\\\\" in text for kind, _, _, text in got if kind == "event")

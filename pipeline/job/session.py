@@ -52,6 +52,11 @@ LOCAL_CHECKPOINT_CONF = {
 LOCAL_SOURCE_CONF = {
     "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000",
 }
+# Netty on heap buffers on a cluster's driver (see build_spark_session).
+CLUSTER_DRIVER_CONF = {
+    "spark.network.io.preferDirectBufs": "false",
+    "spark.shuffle.io.preferDirectBufs": "false",
+}
 # Spark's Prometheus endpoints: executors on the UI at /metrics/executors/prometheus, driver
 # and streaming metrics at /metrics/prometheus.
 PROMETHEUS_CONF = {
@@ -73,6 +78,7 @@ def build_spark_session(settings: Settings, verbose: bool = False,
     """
     builder = SparkSession.builder.appName(QUERY_NAME)
     master = settings.spark_master or "local[*]"
+    given: set[str] = set()  # settings spark-submit was given: the user's, kept
     # Python workers need this interpreter's packages (the venv's pyarrow), not python3's.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not launched by spark-submit
@@ -126,6 +132,12 @@ def build_spark_session(settings: Settings, verbose: bool = False,
         # opening as the whole split size gives every file its own task, so a cluster's
         # executors share a batch (files are still never split: maxPartitionBytes above).
         builder = builder.config("spark.sql.files.openCostInBytes", str(4 * 1024**3))
+        # Each file's checked rows come from its executor as one task result, fetched
+        # through Netty; its pooled direct buffers keep the biggest result seen, outside
+        # the heap and any --driver-memory. Heap buffers are returned by the collector.
+        for key, value in CLUSTER_DRIVER_CONF.items():
+            if key not in given:
+                builder = builder.config(key, value)
     for key, value in (LOCAL_CHECKPOINT_CONF.items() if local_checkpoint else ()):
         builder = builder.config(key, value)
     for key, value in (LOCAL_SOURCE_CONF.items() if local_source else ()):
