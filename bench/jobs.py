@@ -203,6 +203,7 @@ class MemorySampler:
     def __init__(self, job: JobProcess, period_s: float = 0.2):
         self.job, self.period_s = job, period_s
         self.peak_sum_kib = 0
+        self.at_peak_kib: dict[str, int] = {}  # each process's RSS in the peak's sample
         self.hwm_kib: dict[int, tuple[str, int]] = {}
         self.samples = 0
         self._stop = threading.Event()
@@ -221,7 +222,12 @@ class MemorySampler:
             procs = self.job.group_memory_kib()
             if procs:
                 self.samples += 1
-                self.peak_sum_kib = max(self.peak_sum_kib, sum(p[1] for p in procs.values()))
+                total = sum(p[1] for p in procs.values())
+                if total > self.peak_sum_kib:
+                    self.peak_sum_kib = total
+                    self.at_peak_kib = {}
+                    for name, rss, _ in procs.values():
+                        self.at_peak_kib[name] = self.at_peak_kib.get(name, 0) + rss
                 for pid, (name, _rss, hwm) in procs.items():
                     self.hwm_kib[pid] = (name, hwm)
             self._stop.wait(self.period_s)
@@ -230,6 +236,8 @@ class MemorySampler:
         return {"driver_peak_rss_mib": round(self.peak_sum_kib / 1024, 1),
                 "driver_sum_vmhwm_mib": round(sum(h for _, h in self.hwm_kib.values()) / 1024, 1),
                 "driver_processes": sorted({n for n, _ in self.hwm_kib.values()}),
+                "driver_peak_by_process_mib": {n: round(r / 1024, 1)
+                                               for n, r in sorted(self.at_peak_kib.items())},
                 "memory_samples": self.samples}
 
 
