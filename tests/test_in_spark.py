@@ -73,10 +73,11 @@ def test_events_as_tsv_escapes_what_load_data_reads_specially():
 
 def test_packed_tsv_chunks_unpack_to_what_the_driver_makes_of_the_same_lines(spark):
     """The executors' route: TSV made in the task, deflated for the trip, the same text
-    as the driver's own checks give for the file, awkward values and rejects included."""
+    as the per-line reference rules give for the file, awkward values and rejects
+    included."""
     from pipeline.contract import EVENTS_TSV
     from pipeline.contract import LINE_OK
-    from pipeline.validate.columnar import file_chunks
+    from pipeline.validate.chunks import file_chunks
     from pipeline.validate.in_spark import unpack_payload
 
     texts = [HEADER] + [f"e{i},u\\{i}\t,p,view,1.00,2026-01-31T12:00:00Z" for i in range(7)]

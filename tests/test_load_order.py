@@ -11,6 +11,7 @@ from pipeline.contract import EVENTS_TSV
 from pipeline.contract import KIND_EVENT
 from pipeline.contract import KIND_REJECTED
 from pipeline.errors import BatchRejected
+from pipeline.write.streamed import StagedTsv
 from pipeline.write.streamed import in_key_order
 from pipeline.write.streamed import load_events
 
@@ -73,7 +74,7 @@ def test_units_are_sorted_bounded_per_file_and_keep_the_first_of_each_id():
                 first.setdefault(row[0], row[1])
             # The same rows, and of two with one id the earlier line is met first.
             assert loaded == first
-            assert sorted(line for c in units for line in c[3].splitlines()) \
+            assert sorted(line for c in units for line in c[3][:-1].split("\n")) \
                 == sorted("\t".join(r) for r in rows)
 
 
@@ -132,9 +133,18 @@ def test_staged_units_survive_a_connection_lost_mid_stream(sink, database):
                     database.query(f"KILL CONNECTION {connection}")
             yield chunk
 
+    staged = []
+
+    def noted(chunks):
+        for chunk in chunks:
+            if isinstance(chunk[3], StagedTsv) and chunk[3].staged is not None:
+                staged.append(chunk[3])
+            yield chunk
+
     assert sink.bulk_load, "the test server must allow LOAD DATA LOCAL"
     units = sink.staged_for_load(in_key_order(chunks_of_files(EVENTS_TSV), first_unit_rows=2))
-    result = sink.commit_streamed(new_batch(), killing(units), EVENTS_TSV)
+    result = sink.commit_streamed(new_batch(), killing(noted(units)), EVENTS_TSV)
+    assert staged and all(unit.staged is None for unit in staged)  # each used, once
     assert (result.attempts, result.replayed) == (2, False)
     ids = [r[0] for r in database.query("SELECT event_id FROM events")]
     assert sorted(ids) == sorted(i for ids in FILES.values() for i in ids)

@@ -65,7 +65,6 @@ def test_a_file_read_alone_by_executors_is_found_however_spark_spells_it(
     from pipeline.contract import FilePayload
     from pipeline.job.routes import chunks_from_executors
     from pipeline.read.checkpoint import CheckpointLog
-    from pipeline.read.spark_source import read_lines
     from tests.support.jobs import job_settings
 
     folder = tmp_path / "in a folder"
@@ -77,9 +76,9 @@ def test_a_file_read_alone_by_executors_is_found_however_spark_spells_it(
     other = folder / "events_other.csv"
     other.write_text("event_id,user_id,product_id,event_type,price,event_time\n"
                      "x1,u1,p1,view,1.50,2026-01-31T12:00:00Z\n")
+    # As the stream's batch has them (read_lines): the rows' own _metadata.file_path.
     lines = spark.read.format("text").load(str(folder)).select(
         "_metadata.file_path", "value").withColumnRenamed("file_path", "source_file")
-    assert read_lines  # the stream selects the same two columns, spelled the same way
     source = SourceFile(path.as_uri(), WHEN)  # file:///..., as the log spells it
     assert source.uri.startswith("file:///") and "%20" in source.uri
     target = FilePayload(source.name, WHEN)

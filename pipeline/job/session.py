@@ -135,6 +135,7 @@ def build_spark_session(settings: Settings, verbose: bool = False,
         # Each file's checked rows come from its executor as one task result, fetched
         # through Netty; its pooled direct buffers keep the biggest result seen, outside
         # the heap and any --driver-memory. Heap buffers are returned by the collector.
+        # (The setting is the application's: executors use heap buffers too.)
         for key, value in CLUSTER_DRIVER_CONF.items():
             if key not in given:
                 builder = builder.config(key, value)

@@ -40,7 +40,7 @@ PACKED_CHUNK_SCHEMA = pa.schema([*(f for f in CHUNK_SCHEMA if f.name != "payload
 PACK_LEVEL = 1  # zlib's fastest: most of the size gain, a fraction of the time
 
 
-def unpack_payload(payload: bytes) -> str:
+def unpack_payload(payload: bytes | bytearray) -> str:
     """A PACKED_CHUNK_SCHEMA payload as text."""
     return zlib.decompress(payload).decode("utf-8")
 

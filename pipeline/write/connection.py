@@ -24,7 +24,7 @@ from pipeline.write.jdbc import unsupported_driver
 from pipeline.write.jdbc import version_numbers
 
 DUPLICATE_KEY = 1062
-# Warnings the server keeps per statement (its maximum); a LOAD DATA chunk has fewer rows.
+# Warnings the server lists per statement (its maximum for max_error_count).
 MAX_WARNINGS = 65535
 # SQLSTATE classes and MySQL error codes worth another attempt after a pause.
 _TRANSIENT_STATES = ("08", "40", "HYT")
@@ -209,7 +209,8 @@ class Connection:
             self.tls_version = rows[0][1] if rows else ""
             packet, local_infile = self.query("SELECT @@max_allowed_packet, @@local_infile")[0]
             # Every warning of a LOAD DATA chunk must be readable to tell duplicates from
-            # rows the table refused (pipeline.write.streamed); a chunk has fewer rows.
+            # rows the table refused (pipeline.write.streamed, which reloads a bigger unit
+            # in halves when it left more warnings than the server lists).
             self.execute("SET time_zone = '+00:00',"
                          " sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION',"
                          f" max_error_count = {MAX_WARNINGS}")

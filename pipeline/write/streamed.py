@@ -89,17 +89,17 @@ class RereadStream:
             yield _counted(self._batch, chunks)
 
 
-# InnoDB takes rows in primary-key order several times faster than in random order: a
-# 1,000,000-row file of UUID event ids went in in 6.1 s as chunks of 20,000 rows in file
-# order, 4.3 s as units of 100,000 sorted by id, 2.4 s sorted as one (docs/benchmarks.md,
-# "Bulk: loading in key order"). A unit is bounded so that the driver's memory is; the
-# first ones are smaller so that the database starts early.
+# InnoDB takes rows in primary-key order far faster than in random order: the events of a
+# 1,000,000-row file of UUID ids went in in 5.9 s as chunks of 20,000 rows in file order,
+# 3.9 s as units of 200,000 sorted by id, 2.1 s sorted as one (docs/benchmarks.md, "Bulk:
+# loading in key order", run 20261206T040320Z). A unit is bounded so that the driver's
+# memory is; the first ones are smaller so that the database starts early.
 LOAD_UNIT_ROWS = 200_000
 FIRST_UNIT_ROWS = 25_000
 
 
 def _event_id(tsv_line: str) -> str:
-    return tsv_line.partition("\t")[0]
+    return tsv_line[:tsv_line.index("\t")]  # no copy of the rest of the line
 
 
 def in_key_order(chunks: Iterable[tuple[str, str, int, str]],
@@ -110,7 +110,8 @@ def in_key_order(chunks: Iterable[tuple[str, str, int, str]],
     twice as big up to `unit_rows`; other chunks unchanged.
 
     The sort is stable and units keep file order, so of two events with the same id the
-    earlier line still comes first, and is still the one kept. Units never mix files.
+    earlier line still comes first, and is still the one kept. Units never mix files; the
+    size goes on doubling from one file to the next (only the batch's start needs small).
     """
     unit: list[str] = []
     unit_file: str | None = None
@@ -128,7 +129,7 @@ def in_key_order(chunks: Iterable[tuple[str, str, int, str]],
         if source_file != unit_file:
             yield from flush()
             unit_file = source_file
-        if kind != KIND_EVENT:
+        if kind != KIND_EVENT or not rows:
             yield source_file, kind, rows, payload
             continue
         # Escaped TSV holds no raw newline inside a value: one line per row.
@@ -156,11 +157,31 @@ def staged_for_load(chunks: Iterable[tuple[str, str, int, str]], db: Connection
         yield source_file, kind, rows, payload
 
 
-def _halves(rows: int, tsv: str) -> list[tuple[int, str]]:
+def _halves(tsv: str) -> list[tuple[int, str]]:
     lines = tsv[:-1].split("\n")
     half = len(lines) // 2
     return [(half, "\n".join(lines[:half]) + "\n"),
-            (rows - half, "\n".join(lines[half:]) + "\n")]
+            (len(lines) - half, "\n".join(lines[half:]) + "\n")]
+
+
+def _warnings(stmt, max_listed: int) -> tuple[int, list[int], list[str]]:
+    """(how many warnings the last statement left, the codes listed, the non-duplicate
+    ones as text). Read right after it: on MySQL any other statement, even RELEASE
+    SAVEPOINT, empties the list (MariaDB keeps it for statements without tables)."""
+    rs = stmt.executeQuery("SHOW WARNINGS")
+    codes, other = [], []
+    while rs.next():
+        codes.append(rs.getInt(2))
+        if codes[-1] != DUPLICATE_KEY:
+            other.append(f"{rs.getInt(2)} {rs.getString(3)}")
+    rs.close()
+    total = len(codes)
+    if total >= max_listed:  # the list may be cut: ask for the count (also diagnostic)
+        rs = stmt.executeQuery("SHOW COUNT(*) WARNINGS")
+        rs.next()
+        total = rs.getInt(1)
+        rs.close()
+    return total, codes, other
 
 
 def load_events(db: Connection, stmt, rows: int, tsv: str,
@@ -171,32 +192,28 @@ def load_events(db: Connection, stmt, rows: int, tsv: str,
     constraint) is skipped and would pass for a duplicate if only rows were counted, and a
     value too long is cut and stored. So every warning's code is read, and anything but
     one duplicate key per skipped row refuses the batch rather than store it altered.
-    The server lists at most `max_listed` warnings: a chunk that skipped more rows is
-    taken back to a savepoint and loaded again in halves.
+    The server lists at most `max_listed` warnings: a chunk with more rows than that is
+    loaded after a savepoint, and if it left more warnings than are listed, it is taken
+    back and loaded again in halves (a smaller one with that many must have other
+    warnings than duplicates, one per skipped row, and is refused).
     """
     big = rows > max_listed
     if big:
-        stmt.execute("SAVEPOINT load_unit")
+        stmt.execute("SAVEPOINT load_unit")  # a later one of the same name replaces it
     staged = getattr(tsv, "staged", None)
     if staged is not None:
         tsv.staged = None
-    stmt.setLocalInfileInputStream(staged or db.input_stream(tsv.encode("utf-8")))
+    else:
+        staged = db.input_stream(tsv.encode("utf-8"))
+    stmt.setLocalInfileInputStream(staged)
     stmt.execute(sql.EVENTS_LOAD)
     loaded = stmt.getUpdateCount()
-    if rows - loaded > max_listed:
+    total, codes, other = _warnings(stmt, max_listed)
+    if total > len(codes) and big and not other:
         stmt.execute("ROLLBACK TO SAVEPOINT load_unit")
-        return sum(load_events(db, stmt, n, part, max_listed) for n, part in _halves(rows, tsv))
-    if big:
-        stmt.execute("RELEASE SAVEPOINT load_unit")
-    rs = stmt.executeQuery("SHOW WARNINGS")
-    other, codes = [], 0
-    while rs.next():
-        codes += 1
-        if rs.getInt(2) != DUPLICATE_KEY:
-            other.append(f"{rs.getInt(2)} {rs.getString(3)}")
-    rs.close()
-    if other or codes != rows - loaded:
-        first = other[0] if other else f"{codes} warnings for {rows - loaded} skipped rows"
+        return sum(load_events(db, stmt, n, part, max_listed) for n, part in _halves(tsv))
+    if other or total != rows - loaded:
+        first = other[0] if other else f"{total} warnings for {rows - loaded} skipped rows"
         raise BatchRejected(
             f"LOAD DATA of {rows} events skipped {rows - loaded} rows that are not all"
             f" duplicates ({first}): the events table refuses values the checks passed;"
