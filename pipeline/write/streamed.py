@@ -98,6 +98,12 @@ LOAD_UNIT_ROWS = 200_000
 FIRST_UNIT_ROWS = 25_000
 
 
+def _tsv_lines(tsv: str) -> list[str]:
+    """The rows of TSV text, without their newlines (escaped TSV holds no raw newline
+    inside a value, so each line is one row)."""
+    return tsv[:-1].split("\n")
+
+
 def _event_id(tsv_line: str) -> str:
     return tsv_line[:tsv_line.index("\t")]  # no copy of the rest of the line
 
@@ -132,8 +138,7 @@ def in_key_order(chunks: Iterable[tuple[str, str, int, str]],
         if kind != KIND_EVENT or not rows:
             yield source_file, kind, rows, payload
             continue
-        # Escaped TSV holds no raw newline inside a value: one line per row.
-        unit.extend(line + "\n" for line in payload[:-1].split("\n"))
+        unit.extend(line + "\n" for line in _tsv_lines(payload))
         if len(unit) >= limit:
             yield from flush()
     yield from flush()
@@ -158,30 +163,30 @@ def staged_for_load(chunks: Iterable[tuple[str, str, int, str]], db: Connection
 
 
 def _halves(tsv: str) -> list[tuple[int, str]]:
-    lines = tsv[:-1].split("\n")
+    lines = _tsv_lines(tsv)
     half = len(lines) // 2
     return [(half, "\n".join(lines[:half]) + "\n"),
             (len(lines) - half, "\n".join(lines[half:]) + "\n")]
 
 
-def _warnings(stmt, max_listed: int) -> tuple[int, list[int], list[str]]:
-    """(how many warnings the last statement left, the codes listed, the non-duplicate
+def _warnings(stmt, max_listed: int) -> tuple[int, int, list[str]]:
+    """(how many warnings the last statement left, how many are listed, the non-duplicate
     ones as text). Read right after it: on MySQL any other statement, even RELEASE
     SAVEPOINT, empties the list (MariaDB keeps it for statements without tables)."""
     rs = stmt.executeQuery("SHOW WARNINGS")
-    codes, other = [], []
+    listed, other = 0, []
     while rs.next():
-        codes.append(rs.getInt(2))
-        if codes[-1] != DUPLICATE_KEY:
+        listed += 1
+        if rs.getInt(2) != DUPLICATE_KEY:
             other.append(f"{rs.getInt(2)} {rs.getString(3)}")
     rs.close()
-    total = len(codes)
+    total = listed
     if total >= max_listed:  # the list may be cut: ask for the count (also diagnostic)
         rs = stmt.executeQuery("SHOW COUNT(*) WARNINGS")
         rs.next()
         total = rs.getInt(1)
         rs.close()
-    return total, codes, other
+    return total, listed, other
 
 
 def load_events(db: Connection, stmt, rows: int, tsv: str,
@@ -208,8 +213,8 @@ def load_events(db: Connection, stmt, rows: int, tsv: str,
     stmt.setLocalInfileInputStream(staged)
     stmt.execute(sql.EVENTS_LOAD)
     loaded = stmt.getUpdateCount()
-    total, codes, other = _warnings(stmt, max_listed)
-    if total > len(codes) and big and not other:
+    total, listed, other = _warnings(stmt, max_listed)
+    if total > listed and big and not other:
         stmt.execute("ROLLBACK TO SAVEPOINT load_unit")
         return sum(load_events(db, stmt, n, part, max_listed) for n, part in _halves(tsv))
     if other or total != rows - loaded:
