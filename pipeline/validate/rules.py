@@ -256,9 +256,9 @@ def header_order(fields: list[str]) -> tuple[int, ...] | None:
     missing = [n for n in EVENT_FIELDS if n not in names]
     twice = [n for n in EVENT_FIELDS if names.count(n) > 1]
     if missing or twice:
-        problems = ([f"no column {', '.join(missing)}"] if missing else []) + \
-            ([f"{', '.join(twice)} more than once"] if twice else [])
-        raise FileRefused("bad_header", f"the header '{','.join(fields)[:200]}' names"
+        problems = ([f"has no column {', '.join(missing)}"] if missing else []) + \
+            ([f"names {', '.join(twice)} more than once"] if twice else [])
+        raise FileRefused("bad_header", f"the header '{','.join(fields)[:200]}'"
                           f" {'; '.join(problems)}: it needs each of"
                           f" {','.join(EVENT_FIELDS)} once (in any order, other columns are"
                           " ignored); fix it and load the file under a new name")
