@@ -2,11 +2,19 @@
 # Prepare this checkout on a fresh machine; safe to run again (it only does what is missing).
 #   bash scripts/setup.sh            Java, project venv (.venv) from requirements.txt, JDBC jar
 #   bash scripts/setup.sh --with-db  also: a local MariaDB running, .env, database/tables/user
+#   bash scripts/setup.sh --for-tests  also: the tools only the tests use (promtool)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WITH_DB=0
-[ "${1:-}" = "--with-db" ] && WITH_DB=1
+FOR_TESTS=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-db) WITH_DB=1 ;;
+    --for-tests) FOR_TESTS=1 ;;
+    *) echo "[setup] unknown option $arg (known: --with-db, --for-tests)" >&2; exit 2 ;;
+  esac
+done
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 APT_UPDATED=0
@@ -46,9 +54,22 @@ if ! ls jars/*.jar >/dev/null 2>&1; then
   say "driver jar: jars/mariadb-java-client.jar"
 fi
 
+# 4. Test tools: promtool (checks the alert rules and the metrics page) from Debian's
+#    prometheus package, unpacked into .venv/bin rather than installed, so no Prometheus
+#    server is set up or started on this machine.
+if [ "$FOR_TESTS" = 1 ] && [ ! -x .venv/bin/promtool ]; then
+  command -v apt-get >/dev/null || { echo "[setup] no apt-get here: put promtool in .venv/bin" >&2; exit 1; }
+  [ "$APT_UPDATED" = 0 ] && { apt-get update -qq || sudo apt-get update -qq; APT_UPDATED=1; }
+  say "unpacking promtool from Debian's prometheus package into .venv/bin"
+  unpack=$(mktemp -d)
+  (cd "$unpack" && apt-get download -qq prometheus 2>/dev/null && dpkg-deb -x prometheus_*.deb root)
+  cp "$unpack/root/usr/bin/promtool" .venv/bin/promtool
+  rm -rf "$unpack"
+fi
+
 [ "$WITH_DB" = 1 ] || exit 0
 
-# 4. Configuration: a .env for the local demo with fresh random passwords for the job's and the
+# 5. Configuration: a .env for the local demo with fresh random passwords for the job's and the
 #    reporting account. umask 077 in the subshell: the file is private from its first byte.
 if [ ! -f .env ]; then
   secret() { .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(18))'; }
@@ -60,7 +81,7 @@ if [ ! -f .env ]; then
   say "wrote .env (local MariaDB; accounts 'pipeline' and 'pipeline_report' with random passwords)"
 fi
 
-# 5. A local database server (only when .env points at this machine and none answers). The
+# 6. A local database server (only when .env points at this machine and none answers). The
 #    admin account never goes into .env: the local demo's root (no password, as Debian sets
 #    it up) is handed to setup_db in its own environment only. For any other server, setup_db
 #    asks for the admin's password (or takes MYSQL_ADMIN_USER/MYSQL_ADMIN_PASSWORD from the

@@ -233,8 +233,7 @@ class Supervisor:
         except Exception as e:  # noqa: BLE001 - a gauge left as it was; batches report faults
             log.debug("backlog gauge not updated: %s", e)
             return
-        metrics.backlog_files.set(waiting)
-        metrics.backlog_oldest_age.set(oldest_age)
+        metrics.set_backlog(waiting, oldest_age)
 
     def _stop_between_batches(self, query: StreamingQuery) -> int | None:
         """Let the batch in flight commit, refuse the next, stop: an exit code when the job
