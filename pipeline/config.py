@@ -9,8 +9,10 @@ from __future__ import annotations
 import glob
 import ipaddress
 import os
+import random
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -139,9 +141,12 @@ class RetrySettings:
     backoff_s: float = 1.0
     backoff_max_s: float = 30.0
 
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        return min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
+    def delay(self, attempt: int, draw: Callable[[], float] = random.random) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based): the doubling
+        pause, capped, less up to half of it at random (`draw` gives 0..1), so jobs
+        that lost the same server do not all come back in the same second."""
+        pause = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
+        return pause * (0.5 + 0.5 * draw())
 
 
 @dataclass(frozen=True)
