@@ -4,7 +4,7 @@
 #   bash scripts/setup.sh --with-db  also: a local MariaDB running, .env, database/tables/user
 #   bash scripts/setup.sh --for-tests  also: the tools only the tests use (promtool)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 WITH_DB=0
 FOR_TESTS=0
@@ -30,11 +30,33 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive "${runner[@]}" apt-get install -y -qq "$@" >/dev/null
 }
 
-# 1. Java 17 for Spark.
-command -v java >/dev/null || apt_install openjdk-17-jre-headless
+# The first of these Debian/Ubuntu packages that the release has: Spark 4 needs Java 17+.
+jdk_package() {
+  local name
+  for name in openjdk-17-jre-headless openjdk-21-jre-headless openjdk-25-jre-headless; do
+    # Read it whole first: grep -q would close the pipe early and fail it under pipefail.
+    if [[ "$(apt-cache policy "$name" 2>/dev/null)" == *"Candidate: "[0-9]* ]]; then
+      echo "$name"; return 0
+    fi
+  done
+  echo "[setup] no OpenJDK 17, 21 or 25 package here: install Java 17 or newer" >&2
+  return 1
+}
+
+# python3 -m venv needs ensurepip, which stock Debian and Ubuntu keep in python3-venv.
+venv_ready() { python3 -c 'import ensurepip, venv' >/dev/null 2>&1; }
+
+[ "${SETUP_FUNCTIONS_ONLY:-0}" = 1 ] && return 0 2>/dev/null
+
+# 1. Java 17+ for Spark.
+if ! command -v java >/dev/null; then
+  [ "$APT_UPDATED" = 0 ] && [ "$(id -u)" -eq 0 ] && { apt-get update -qq; APT_UPDATED=1; }
+  apt_install "$(jdk_package)"
+fi
 
 # 2. Project-local virtual environment, rebuilt only when requirements.txt changes.
 if [ ! -x .venv/bin/python ]; then
+  venv_ready || apt_install python3-venv
   say "creating .venv"
   python3 -m venv .venv
 fi
