@@ -31,6 +31,8 @@ from pipeline.job.options import ROTATE_FILES
 from pipeline.job.options import JobOptions
 from pipeline.job.routes import DRIVER_BATCH_MAX_BYTES
 from pipeline.job.run import run
+from pipeline.logs import LOG_FORMATS
+from pipeline.logs import configure_logging
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -76,6 +78,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              " anything else exposes it beyond this machine)")
     parser.add_argument("--verbose", action="store_true",
                         help="Spark's INFO logs and its per-trigger durations too")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                        help="the job's log lines: text (date, time, level, logger, message)"
+                             " or json (one object per line; default: %(default)s)")
     parser.add_argument("--prometheus", action="store_true",
                         help="serve Spark's Prometheus metrics on the Spark UI port"
                              " (/metrics/prometheus, /metrics/executors/prometheus)")
@@ -100,9 +105,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None, hooks: CommitHooks | None = None) -> int:
     """Run the job; `hooks` are for tests that need to act at a chosen moment of a commit."""
     args = parse_args(argv)
-    # force: under spark-submit something may have configured the root logger already.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr, force=True)
+    configure_logging(args.log_format)
     if args.verbose:
         logging.getLogger("pipeline").setLevel(logging.DEBUG)
     # py4j logs every callback at INFO, and re-logs each exception raised in a batch; the

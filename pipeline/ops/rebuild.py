@@ -47,6 +47,7 @@ from pipeline.errors import SinkError
 from pipeline.job.batch import BatchWriter
 from pipeline.job.routes import DRIVER_BATCH_MAX_BYTES
 from pipeline.job.session import build_spark_session
+from pipeline.logs import configure_logging
 from pipeline.read.checkpoint import SourceFile
 from pipeline.write.sink import MySQLSink
 
@@ -185,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--files-per-batch must be at least 1")
     if not args.archive and not args.folders:
         parser.error("give at least one --archive or --from folder")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr, force=True)
+    configure_logging()
     logging.getLogger("py4j").setLevel(logging.WARNING)
     logging.getLogger("py4j.clientserver").setLevel(logging.CRITICAL)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
