@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prepare this checkout on a fresh machine; safe to run again (it only does what is missing).
-#   bash scripts/setup.sh            Java, project venv (.venv) from requirements.txt, JDBC jar
+#   bash scripts/setup.sh            Java, project venv (.venv) from requirements.lock, JDBC jar
 #   bash scripts/setup.sh --with-db  also: a local MariaDB running, .env, database/tables/user
-#   bash scripts/setup.sh --for-tests  also: the tools only the tests use (promtool)
+#   bash scripts/setup.sh --for-tests  the venv from requirements-dev.lock, and the tools only
+#                                    the tests use (promtool)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -54,18 +55,24 @@ if ! command -v java >/dev/null; then
   apt_install "$(jdk_package)"
 fi
 
-# 2. Project-local virtual environment, rebuilt only when requirements.txt changes.
+# 2. Project-local virtual environment from the lock file, with every package's hash checked:
+#    requirements.lock (what the job needs), or requirements-dev.lock with --for-tests (tests
+#    and lint too). Installed again only when the lock changes.
+lock=requirements.lock
+[ "$FOR_TESTS" = 1 ] && lock=requirements-dev.lock
 if [ ! -x .venv/bin/python ]; then
   venv_ready || apt_install python3-venv
   say "creating .venv"
   python3 -m venv .venv
 fi
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
+want=$(sha256sum "$lock" | cut -d' ' -f1)
 have=$(cat .venv/.requirements.sha256 2>/dev/null || true)
+# The dev lock holds every runtime package too: a venv made for tests serves the job as it is.
+[ "$have" = "$(sha256sum requirements-dev.lock | cut -d' ' -f1)" ] && want=$have
 if [ "$want" != "$have" ]; then
-  say "installing requirements.txt into .venv (pyspark is large: a few minutes the first time)"
+  say "installing $lock into .venv (pyspark is large: a few minutes the first time)"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -r requirements.txt
+  .venv/bin/python -m pip install -q --require-hashes -r "$lock"
   echo "$want" > .venv/.requirements.sha256
 fi
 

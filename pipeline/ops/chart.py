@@ -6,13 +6,13 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 # The object API draws to a file without a display or pyplot's global state.
 from matplotlib.figure import Figure
 
+from pipeline.cli import tool_parser
 from pipeline.ops.db import read_or_report
 
 
@@ -59,7 +59,7 @@ def draw(batches: list[tuple], output: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = tool_parser("pipeline.ops.chart", __doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=Path("pipeline.png"),
                         help="PNG file to write (default pipeline.png; its folder must exist)")
     parser.add_argument("--hours", type=float, default=24.0, help="how far back (default 24)")

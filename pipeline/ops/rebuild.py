@@ -23,7 +23,6 @@ Exit code 0 when every file is loaded or quarantined, 1 when the database refuse
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -38,6 +37,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from pipeline.cli import tool_parser
 from pipeline.config import load_settings
 from pipeline.contract import SOURCE_GLOB
 from pipeline.contract import FilePayload
@@ -171,7 +171,7 @@ def _load(writer: BatchWriter, plan: ReplayPlan, todo: list[SourceFile], total: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = tool_parser("pipeline.ops.rebuild", __doc__.split("\n\n")[0])
     parser.add_argument("--archive", action="append", default=[], type=Path, metavar="DIR",
                         help="an archive folder of the job (--archive-dir): files recorded"
                              " under the paths they had before they were archived")

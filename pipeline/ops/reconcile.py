@@ -19,7 +19,6 @@ Exit 0 when all hold, 1 when any does not, 2 when the database cannot be read.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 
+from pipeline.cli import tool_parser
 from pipeline.contract import EVENT_FIELDS
 from pipeline.contract import LINE_MAX_BYTES
 from pipeline.ops.db import read_or_report
@@ -160,7 +160,7 @@ def reconcile(cursor, archive_dir: Path | None = None) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = tool_parser("pipeline.ops.reconcile", __doc__.split("\n\n")[0])
     parser.add_argument("--archive-dir", type=Path, metavar="DIR",
                         help="where the job's --clean-source archive moved loaded files")
     parser.add_argument("--json", action="store_true", help="machine-readable output")

@@ -10,7 +10,6 @@ seconds (or the job is not running while files wait), 2 when the database cannot
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -22,6 +21,7 @@ from datetime import UTC
 from datetime import datetime
 from pathlib import Path
 
+from pipeline.cli import tool_parser
 from pipeline.contract import HEARTBEAT_FILE
 from pipeline.job.generations import files_logged
 from pipeline.job.generations import generation_folder
@@ -221,12 +221,15 @@ def render_brief(status: Status) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", default="streaming_data", type=Path)
-    parser.add_argument("--checkpoint", default="checkpoints", type=Path)
+    parser = tool_parser("pipeline.ops.status", __doc__.split("\n\n")[0])
+    parser.add_argument("--source", default="streaming_data", type=Path,
+                        help="the job's source folder (default: %(default)s)")
+    parser.add_argument("--checkpoint", default="checkpoints", type=Path,
+                        help="the job's checkpoint folder (default: %(default)s)")
     parser.add_argument("--stale-after", type=float, default=120.0, metavar="SECONDS",
                         help="unhealthy when files wait and no commit for this long")
-    parser.add_argument("--recent", type=int, default=10, help="batches to list")
+    parser.add_argument("--recent", type=int, default=10, metavar="N",
+                        help="batches to list (default: %(default)s)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="machine-readable output")
     output.add_argument("--brief", action="store_true", help="one line")
