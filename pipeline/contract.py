@@ -31,14 +31,20 @@ LINE_MAX_BYTES = 16 * 1024
 # A line's state, the second item of each (text, state) line (True and False stand for the
 # first two, as Spark's is_valid_utf8 gives them).
 LINE_BAD_UTF8, LINE_OK, LINE_TOO_LONG = 0, 1, 2
+# Added to a state when the line ended with \r\n or a lone \r (no flag: \n, or no end): a
+# quoted field that holds line ends keeps them as written. Readers that cannot tell (Spark's
+# text source drops line ends) give no flag, and such a field holds \n.
+LINE_END_CRLF, LINE_END_CR = 4, 8
+LINE_STATE_MASK = 3
 
 # -- what a record becomes, and why ------------------------------------------------------------
 KIND_EVENT, KIND_REJECTED, KIND_HEADER, KIND_BLANK = "event", "rejected", "header", "blank"
+# A chunk kind from Spark tasks: the file is refused as a whole, payload JSON [reason, detail].
+KIND_REFUSED = "refused"
 # Reason codes of events_rejected.reason for one record, in the order they are checked.
 REJECT_REASONS = (
     "line_too_long",
     "invalid_utf8",
-    "bad_header",
     "broken_quoting",
     "wrong_column_count",
     "missing_event_id",
@@ -49,10 +55,11 @@ REJECT_REASONS = (
     "bad_price",
     "negative_price",
     "bad_event_time",
+    "check_failed",
 )
 # Reason codes for a file quarantined as a whole (ingest_files.status_reason).
 FILE_REASONS = ("symlink", "not_a_regular_file", "unreadable", "changed_while_read",
-                "database_rejected")
+                "database_rejected", "bad_header")
 FILE_LOADED, FILE_MISSING, FILE_QUARANTINED = "loaded", "missing", "quarantined"
 
 # How a chunk of checked events is written: JSON for INSERT ... JSON_TABLE, TSV for LOAD DATA.

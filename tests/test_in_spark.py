@@ -9,6 +9,7 @@ import json
 from pipeline.contract import DEFAULT_EVENT_TYPES
 from pipeline.read.spark_source import raw_lines
 from pipeline.validate.chunks import events_as_tsv
+from pipeline.validate.in_spark import refusal
 from pipeline.validate.in_spark import to_payload_chunks
 
 HEADER = "event_id,user_id,product_id,event_type,price,event_time"
@@ -90,3 +91,27 @@ def test_packed_tsv_chunks_unpack_to_what_the_driver_makes_of_the_same_lines(spa
                               chunk_rows=3, event_format=EVENTS_TSV))
     assert got == want
     assert any("\\\\" in text for kind, _, _, text in got if kind == "event")
+
+
+def test_headers_by_name_refusals_and_impossible_offsets_in_tasks(spark):
+    """Issue 22 inside Spark tasks: the header after a blank line or `sep=,` maps by name, a
+    header naming only some columns refuses its file (one `refused` chunk, the other files
+    go on), and an offset no clock has costs its row only."""
+    df = lines_df(spark, [
+        ("a", ""), ("a", "sep=,"), ("a", "user_id,event_id,product_id,event_type,price,event_time"),
+        ("a", "u1,e1,p1,view,1.00,2026-01-31T12:00:00+24:00"),
+        ("a", "u1,e2,p1,view,1.00,2026-01-31T12:00:00Z"),
+        ("b", "event_id,user,product_id,event_type,price,event_time"),
+        ("b", "e3,u1,p1,view,1.00,2026-01-31T12:00:00Z"),
+        ("c", "e4,u1,p1,view,1.00,2026-01-31T12:00:00-24:00")])
+    chunks = {(c.source_file, c.kind): c.payload
+              for c in to_payload_chunks(raw_lines(df), DEFAULT_EVENT_TYPES).collect()}
+    assert set(chunks) == {("a", "event"), ("a", "rejected"), ("b", "refused"),
+                           ("c", "rejected")}
+    assert [row[:2] for row in json.loads(chunks[("a", "event")])] == [["e2", "u1"]]
+    assert [row[:2] for row in json.loads(chunks[("a", "rejected")])] == [
+        [4, "bad_event_time"]]
+    assert [row[:2] for row in json.loads(chunks[("c", "rejected")])] == [
+        [1, "bad_event_time"]]
+    refused = refusal(chunks[("b", "refused")])
+    assert refused.reason == "bad_header" and "has no column user_id" in refused.detail

@@ -14,6 +14,7 @@ import pytest
 
 from pipeline.errors import FileRefused
 from pipeline.read.local import LINE_BAD_UTF8
+from pipeline.read.local import LINE_END_CRLF
 from pipeline.read.local import LINE_OK
 from pipeline.read.local import LINE_TOO_LONG
 from pipeline.read.local import LocalFile
@@ -65,7 +66,7 @@ def test_lines_states_and_facts(tmp_path):
     path = tmp_path / "events_1.csv"
     path.write_bytes(data)
     local = LocalFile(path, max_line_bytes=10)
-    assert list(local.lines()) == [("h", LINE_OK), ("ok ä", LINE_OK),
+    assert list(local.lines()) == [("h", LINE_OK | LINE_END_CRLF), ("ok ä", LINE_OK),
                                    ("bad \ufffd", LINE_BAD_UTF8), ("z" * 11, LINE_TOO_LONG)]
     facts = local.facts()
     assert (facts.size, facts.lines, facts.sha256) == (len(data), 4,

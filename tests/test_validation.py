@@ -3,10 +3,19 @@ headers map by name, times come out in UTC."""
 
 from __future__ import annotations
 
+import csv
+import io
+
 import pytest
 
 from pipeline.contract import DEFAULT_EVENT_TYPES
+from pipeline.contract import FILE_REASONS
+from pipeline.contract import LINE_END_CR
+from pipeline.contract import LINE_END_CRLF
+from pipeline.contract import LINE_OK
 from pipeline.contract import REJECT_REASONS
+from pipeline.errors import FileRefused
+from pipeline.validate import rules
 from pipeline.validate.rules import classify_file
 from pipeline.validate.rules import parse_event_time
 
@@ -91,9 +100,82 @@ def test_file_without_header_is_read_in_standard_order():
     assert lines[0].kind == "event" and lines[0].fields[0] == "e1"
 
 
-def test_unknown_header_rejects_every_line_of_the_file():
-    lines = classify("event_id,user,product,type,price,time", GOOD, GOOD)
-    assert [(x.kind, x.reason) for x in lines] == [("rejected", "bad_header")] * 3
+@pytest.mark.parametrize("header, problem", [
+    ("event_id,user,product,type,price,time", "has no column user_id, product_id"),
+    ("event_id,user_id,product_id,event_type,price", "has no column event_time"),
+    ("event_id,user_id,product_id,event_type,price,event_time,EVENT_ID",
+     "names event_id more than once"),
+])
+def test_header_naming_only_some_columns_refuses_the_file(header, problem):
+    with pytest.raises(FileRefused) as refused:
+        classify(header, GOOD, GOOD)
+    assert refused.value.reason == "bad_header" and refused.value.reason in FILE_REASONS
+    assert problem in refused.value.detail
+
+
+REORDERED = "user_id,event_id,product_id,event_type,price,event_time"
+SWAPPED = "u7,e7,p7,purchase,2.50,2026-01-31T12:00:00Z"
+
+
+@pytest.mark.parametrize("before", [[""], ["", " ", "\t"], ["sep=,"], ["\ufeffsep=,"],
+                                    ['"sep=,"'], ["SEP=,", ""], ["", "sep=,"]])
+def test_header_after_blank_lines_or_excel_separator_maps_by_name(before):
+    lines = classify(*before, REORDERED, SWAPPED)
+    assert [x.kind for x in lines[len(before):]] == ["header", "event"]
+    assert lines[-1].fields[:2] == ("e7", "u7")  # never shifted into the standard order
+    assert lines[-1].line_number == len(before) + 2
+
+
+def test_extra_header_columns_are_ignored_and_rows_need_the_header_width():
+    lines = classify("note," + REORDERED + ",extra", "n," + SWAPPED + ",x", SWAPPED)
+    assert [x.kind for x in lines] == ["header", "event", "rejected"]
+    assert lines[1].fields[:5] == ("e7", "u7", "p7", "purchase", "2.50")
+    assert (lines[2].reason, lines[2].detail) == ("wrong_column_count",
+                                                  "expected 8 columns, found 6")
+
+
+def test_other_separator_refuses_the_file():
+    with pytest.raises(FileRefused) as refused:
+        classify("sep=;", "event_id;user_id", GOOD)
+    assert refused.value.reason == "bad_header" and "';'" in refused.value.detail
+
+
+def test_a_header_is_looked_for_only_before_the_first_record():
+    lines = classify(GOOD, HEADER, "sep=,")
+    assert [(x.kind, x.reason) for x in lines] == [
+        ("event", None), ("rejected", "unknown_event_type"), ("rejected", "wrong_column_count")]
+
+
+@pytest.mark.parametrize("offset", ["+24:00", "-24:00", "+99:00", "+00:60", "-23:99"])
+def test_impossible_utc_offset_is_a_bad_event_time_not_an_error(offset):
+    line = f"e1,u1,p1,view,1.00,2026-01-31T12:00:00{offset}"
+    assert parse_event_time(line.split(",")[-1]) is None
+    assert [x.reason for x in classify(HEADER, line)] == [None, "bad_event_time"]
+    assert classify("e1,u1,p1,view,1.00,2026-01-31T12:00:00+23:59")[0].fields[5] == \
+        "2026-01-30 12:01:00.000000"
+
+
+def test_an_error_in_the_checks_costs_its_row_only(monkeypatch):
+    def broken(*_args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(rules, "check_event", broken)
+    lines = classify(HEADER, GOOD)
+    assert (lines[1].kind, lines[1].reason, lines[1].raw_line) == ("rejected", "check_failed",
+                                                                   GOOD)
+    assert "RuntimeError: boom" in lines[1].detail
+
+
+@pytest.mark.parametrize("end, flag", [("\r\n", LINE_END_CRLF), ("\r", LINE_END_CR),
+                                       ("\n", 0)])
+def test_line_ends_inside_a_quoted_field_are_kept_as_written(end, flag):
+    text = f'e1,"u{end}1{end}{end}2",p1,view,1.00,2026-01-31T12:00:00Z{end}'
+    physical = text.split(end)[:-1]
+    lines = list(classify_file([(line, LINE_OK | flag) for line in physical],
+                               DEFAULT_EVENT_TYPES))
+    expected = next(csv.reader(io.StringIO(text, newline="")))
+    assert [x.kind for x in lines] == ["event"]
+    assert lines[0].fields[1] == expected[1] == f"u{end}1{end}{end}2"
 
 
 def test_blank_lines_are_counted_as_neither_and_keep_line_numbers():

@@ -29,6 +29,8 @@ from pyspark.sql import functions as F
 
 from pipeline.config import Settings
 from pipeline.contract import EVENTS_JSON
+from pipeline.contract import FILE_QUARANTINED
+from pipeline.contract import KIND_REFUSED
 from pipeline.contract import Chunk
 from pipeline.contract import FilePayload
 from pipeline.errors import BatchRejected
@@ -43,6 +45,7 @@ from pipeline.read.local import uri_spellings
 from pipeline.read.spark_source import raw_lines
 from pipeline.validate.chunks import file_chunks
 from pipeline.validate.columnar import chunks_of_pieces
+from pipeline.validate.in_spark import refusal
 from pipeline.validate.in_spark import to_payload_chunks
 from pipeline.validate.in_spark import unpack_payload
 
@@ -120,8 +123,18 @@ def checked_chunks(source: SourceFile, target: FilePayload, settings: Settings,
         chunks = chunks_of_pieces(local.line_pieces(), settings.event_types,
                                   settings.source_time_zone, event_format=event_format,
                                   chunk_bytes=chunk_bytes)
-    for kind, _chunk, rows, text in chunks:
-        yield kind, rows, text
+    emitted = False
+    try:
+        for kind, _chunk, rows, text in chunks:
+            emitted = True
+            yield kind, rows, text
+    except FileRefused as e:
+        if emitted:
+            raise
+        # Refused before any of its rows went out (its header): nothing to take back.
+        target.quarantine(e.reason, e.detail)
+        log.warning("%s quarantined as a whole: %s", source.name, e)
+        return
     target.facts = local.facts()
 
 
@@ -147,12 +160,21 @@ def read_in_spark(batch_df: DataFrame, files: list[SourceFile], settings: Settin
     for chunk in sorted(chunks, key=attrgetter("chunk")):
         name = decode_uri(chunk.source_file)[0]
         # A file the log did not list is still accounted for, never dropped.
-        payloads.setdefault(name, FilePayload(name, None)).add(chunk.kind, chunk.rows,
-                                                               chunk.payload)
+        target = payloads.setdefault(name, FilePayload(name, None))
+        if chunk.kind == KIND_REFUSED:
+            _refuse(target, refusal(chunk.payload))
+        elif target.status != FILE_QUARANTINED:
+            target.add(chunk.kind, chunk.rows, chunk.payload)
     for f in files:
         target = payloads[f.name]
-        _finish(f, target, bool(target.rows_valid + target.rows_rejected), checkpoint)
+        had_rows = target.status == FILE_QUARANTINED or target.rows_valid + target.rows_rejected
+        _finish(f, target, bool(had_rows), checkpoint)
     return list(payloads.values())
+
+
+def _refuse(target: FilePayload, refused: FileRefused) -> None:
+    target.quarantine(refused.reason, refused.detail)
+    log.warning("%s quarantined as a whole: %s", target.source_file, refused)
 
 
 def _finish(source: SourceFile, target: FilePayload, had_rows: bool,
@@ -208,11 +230,18 @@ def chunks_from_executors(batch_df: DataFrame, sources: list[SourceFile],
                                settings.source_time_zone, chunk_bytes=chunk_bytes,
                                event_format=event_format, packed=True)
     seen: set[str] = set()
+    by_name = {t.source_file: t for t in targets}
     try:
         for row in chunks.toLocalIterator(prefetchPartitions=True):
             name = decode_uri(row.source_file)[0]
             seen.add(name)
-            yield name, row.kind, row.rows, unpack_payload(row.payload)
+            if row.kind != KIND_REFUSED:
+                yield name, row.kind, row.rows, unpack_payload(row.payload)
+            elif name in by_name:  # refused at its header, before any of its chunks
+                _refuse(by_name[name], refusal(unpack_payload(row.payload)))
+            else:
+                log.warning("%s (not in the checkpoint's list) refused: %s", name,
+                            refusal(unpack_payload(row.payload)))
     except Exception as e:  # noqa: BLE001 - a Spark job that failed, whatever its type
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if not executors_alive(batch_df):
@@ -225,6 +254,5 @@ def chunks_from_executors(batch_df: DataFrame, sources: list[SourceFile],
         if whole_batch:
             raise BatchRejected(f"Spark tasks failed on the batch's files: {first}") from e
         raise FileRefused("unreadable", f"Spark tasks could not read it: {first}") from e
-    by_name = {t.source_file: t for t in targets}
     for source in sources:
         _finish(source, by_name[source.name], source.name in seen, checkpoint)

@@ -28,6 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.contract import LINE_BAD_UTF8
+from pipeline.contract import LINE_END_CR
+from pipeline.contract import LINE_END_CRLF
 from pipeline.contract import LINE_MAX_BYTES
 from pipeline.contract import LINE_OK
 from pipeline.contract import LINE_TOO_LONG
@@ -165,6 +167,27 @@ def plain_run_lines(run: bytes, max_bytes: int = LINE_MAX_BYTES) -> pa.Array | N
     return lines
 
 
+def _without_end(raw: bytes) -> tuple[bytes, int]:
+    """A line from `splitlines(keepends=True)` without its end, and the end's state flag."""
+    if raw.endswith(b"\r\n"):
+        return raw[:-2], LINE_END_CRLF
+    if raw.endswith(b"\r"):
+        return raw[:-1], LINE_END_CR
+    return raw.removesuffix(b"\n"), 0
+
+
+def _crlf_ends(run: bytes, lines: int) -> np.ndarray:
+    """LINE_END_CRLF for each of a run's `lines` lines that ends with \r\n (a run whose
+    every \r is part of a \r\n), 0 for the others."""
+    data = np.frombuffer(run, np.uint8)
+    ends = np.flatnonzero(data == ord("\n"))
+    flags = np.zeros(lines, np.int8)
+    crlf = ends[(ends > 0) & (data[np.maximum(ends - 1, 0)] == ord("\r"))]
+    # The k-th \n of the run ends its k-th line.
+    flags[np.searchsorted(ends, crlf)] = LINE_END_CRLF
+    return flags
+
+
 def decode_line(raw: bytes, max_bytes: int = LINE_MAX_BYTES) -> tuple[str, int]:
     """(text, state) of one physical line; invalid UTF-8 is replaced by U+FFFD."""
     if len(raw) > max_bytes:
@@ -215,11 +238,15 @@ class LocalFile:
             yield block
 
     def lines(self) -> Iterator[tuple[str, int]]:
-        """(text, state) of each physical line, in order."""
+        """(text, state) of each physical line, in order; the state says a \r\n or \r
+        line end (LINE_END_CRLF, LINE_END_CR), which a quoted field keeps as written."""
         try:
-            for raw in split_lines(self._blocks(), self._max):
-                self._lines += 1
-                yield decode_line(raw, self._max)
+            for run in line_runs(self._blocks(), self._max):
+                for raw in run.splitlines(keepends=True):
+                    line, end = _without_end(raw)
+                    self._lines += 1
+                    text, state = decode_line(line[: self._max + 1], self._max)
+                    yield text, state | end
             self._done = True
         finally:
             self.close()
@@ -232,9 +259,14 @@ class LocalFile:
                 texts = plain_run_lines(run, self._max)
                 if texts is not None:
                     states = np.full(len(texts), LINE_OK, dtype=np.int8)
+                    if b"\r" in run:  # every \r ends a \r\n line (plain_run_lines)
+                        states |= _crlf_ends(run, len(texts))
                 else:
-                    decoded = [decode_line(raw[: self._max + 1], self._max)
-                               for raw in run.splitlines()]
+                    decoded = []
+                    for raw in run.splitlines(keepends=True):
+                        line, end = _without_end(raw)
+                        text, state = decode_line(line[: self._max + 1], self._max)
+                        decoded.append((text, state | end))
                     texts = pa.array([text for text, _ in decoded], pa.string())
                     states = np.array([state for _, state in decoded], dtype=np.int8)
                 self._lines += len(texts)

@@ -35,6 +35,7 @@ from pipeline.contract import EVENTS_TSV
 from pipeline.contract import KIND_EVENT
 from pipeline.contract import KIND_REJECTED
 from pipeline.contract import LINE_OK
+from pipeline.contract import LINE_STATE_MASK
 from pipeline.contract import MAX_LENGTHS
 from pipeline.contract import PRICE_PATTERN
 from pipeline.validate.chunks import _TSV_ESCAPES
@@ -129,6 +130,12 @@ class _Checked:
         elif line.kind == KIND_REJECTED:
             self.rejects.append((line.line_number, _payload_row(line)))
 
+    def merge(self, other: _Checked) -> None:
+        self.event_numbers += other.event_numbers
+        self.event_values += other.event_values
+        self.event_escapes += other.event_escapes
+        self.rejects += other.rejects
+
     def events(self) -> tuple[np.ndarray, list[pa.Array], np.ndarray]:
         """Line numbers, the six value columns and the escape marks of the block's events,
         in file order."""
@@ -167,7 +174,7 @@ def _plain_mask(texts: pa.Array, states: np.ndarray) -> tuple[np.ndarray, np.nda
     wide = np.flatnonzero(_rows_with(texts, lambda b: b >= 0x80) & ~odd)
     if len(wide):
         odd[wide] = _bools(pc.match_substring_regex(texts.take(pa.array(wide)), _NOT_PLAIN))
-    plain = (states == LINE_OK) & ~odd
+    plain = ((states & LINE_STATE_MASK) == LINE_OK) & ~odd
     return plain, _rows_with(texts, lambda b: (b == 0x5C) | (b == 0x09))
 
 
@@ -184,13 +191,15 @@ def _judge_block(texts: pa.Array, states: np.ndarray, first_line: int, last: boo
         checked.add_line(rules.classify(lines.next(), lines))
         judged[index:lines.pos] = True
 
-    try:
-        if first_line == 1:
-            one_by_one(0)  # the header decides how every other line is read
-    except _BlockEnd:
-        return checked, 0
+    # Until the header is found (after blank lines or `sep=,`), lines go one by one: it
+    # decides how every other line is read. The rules carry it to the file's next blocks.
+    while not rules.header_done and lines.pos < len(states):
+        start = lines.pos
+        try:
+            one_by_one(start)
+        except _BlockEnd:
+            return checked, start
     plain, escape = _plain_mask(texts, states)
-    plain &= not rules.bad_header
     end = len(states)
     for index in np.flatnonzero(~plain):
         if index >= lines.pos:
@@ -201,8 +210,18 @@ def _judge_block(texts: pa.Array, states: np.ndarray, first_line: int, last: boo
                 break
     fast = np.flatnonzero(plain[:end] & ~judged[:end])
     if len(fast):
-        _judge_plain(texts.take(pa.array(fast)), fast + first_line, escape[fast], rules,
-                     checked)
+        try:
+            plain_checked = _Checked()
+            _judge_plain(texts.take(pa.array(fast)), fast + first_line, escape[fast], rules,
+                         plain_checked)
+        except Exception:  # noqa: BLE001 - a value the array checks did not foresee
+            # The reference rules judge these lines again, one by one: whatever failed
+            # costs its own row (`check_failed` at worst), never the block or the file.
+            plain_checked = _Checked()
+            for index in fast:
+                lines.pos = int(index)
+                plain_checked.add_line(rules.classify(lines.next(), lines))
+        checked.merge(plain_checked)
     return checked, end
 
 
@@ -215,18 +234,18 @@ def _judge_plain(texts: pa.Array, numbers: np.ndarray, escape: np.ndarray, rules
         escape[not_blank]
     split = pc.split_pattern(texts, ",")
     columns = _ints(pc.list_value_length(split))
-    wrong = np.flatnonzero(columns != len(EVENT_FIELDS))
+    width = rules.width
+    wrong = np.flatnonzero(columns != width)
     for index, text in zip(wrong, texts.take(pa.array(wrong)).to_pylist(), strict=True):
-        line = wrong_column_count(int(numbers[index]), text, int(columns[index]))
+        line = wrong_column_count(int(numbers[index]), text, int(columns[index]), width)
         checked.rejects.append((line.line_number, _payload_row(line)))
     if len(wrong):
-        right = columns == len(EVENT_FIELDS)
+        right = columns == width
         texts, numbers, escape = texts.filter(pa.array(right)), numbers[right], escape[right]
         split = split.filter(pa.array(right))
     if not len(numbers):
         return
     flat = pc.list_flatten(split)
-    width = len(EVENT_FIELDS)
     fields = [flat.take(pa.array(np.arange(i, len(flat), width))) for i in range(width)]
     values = [pc.ascii_trim(fields[i], _TRIMMED) for i in rules.order]
     reasons, times = _event_reasons(values, rules)

@@ -12,6 +12,7 @@ aggregations cost over a second per batch to re-plan.
 from __future__ import annotations
 
 import itertools
+import json
 import zlib
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 
 from pipeline.contract import EVENTS_JSON
+from pipeline.contract import KIND_REFUSED
+from pipeline.errors import FileRefused
 from pipeline.validate.chunks import CHUNK_MAX_BYTES
 from pipeline.validate.chunks import EVENT_CHUNK_ROWS
 from pipeline.validate.columnar import Piece
@@ -43,6 +46,12 @@ PACK_LEVEL = 1  # zlib's fastest: most of the size gain, a fraction of the time
 def unpack_payload(payload: bytes | bytearray) -> str:
     """A PACKED_CHUNK_SCHEMA payload as text."""
     return zlib.decompress(payload).decode("utf-8")
+
+
+def refusal(payload: str) -> FileRefused:
+    """The FileRefused a KIND_REFUSED chunk's payload stands for."""
+    reason, detail = json.loads(payload)
+    return FileRefused(reason, detail)
 
 
 def _ddl(schema: pa.Schema) -> str:
@@ -76,19 +85,26 @@ def to_payload_chunks(lines: DataFrame, event_types: Sequence[str],
                       chunk_bytes: int = CHUNK_MAX_BYTES, event_format: str = EVENTS_JSON,
                       packed: bool = False) -> DataFrame:
     """Each file's `file_chunks`, as rows of CHUNK_SCHEMA (PACKED_CHUNK_SCHEMA if `packed`).
-    Files with no rows give no chunk."""
+    Files with no rows give no chunk; a file refused as a whole (its header) gives one
+    chunk of kind KIND_REFUSED, its payload `refusal` reads."""
     types, tz = tuple(event_types), source_time_zone
     schema = PACKED_CHUNK_SCHEMA if packed else CHUNK_SCHEMA
 
+    def row(path: str, kind: str, chunk: int, rows: int, payload: str) -> pa.RecordBatch:
+        data = zlib.compress(payload.encode("utf-8"), PACK_LEVEL) if packed else payload
+        return pa.RecordBatch.from_pydict(
+            {"source_file": [path], "kind": [kind], "chunk": [chunk], "rows": [rows],
+             "payload": [data]}, schema=schema)
+
     def chunks(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for path, pieces in _files(batches):
-            for kind, chunk, rows, payload in chunks_of_pieces(
-                    pieces, types, tz, chunk_rows, event_format=event_format,
-                    chunk_bytes=chunk_bytes):
-                if packed:
-                    payload = zlib.compress(payload.encode("utf-8"), PACK_LEVEL)
-                yield pa.RecordBatch.from_pydict(
-                    {"source_file": [path], "kind": [kind], "chunk": [chunk], "rows": [rows],
-                     "payload": [payload]}, schema=schema)
+            try:
+                for kind, chunk, rows, payload in chunks_of_pieces(
+                        pieces, types, tz, chunk_rows, event_format=event_format,
+                        chunk_bytes=chunk_bytes):
+                    yield row(path, kind, chunk, rows, payload)
+            except FileRefused as e:
+                # Refused at its header, before any chunk: the driver quarantines the file.
+                yield row(path, KIND_REFUSED, 0, 0, json.dumps([e.reason, e.detail]))
 
     return lines.mapInArrow(chunks, _ddl(schema))

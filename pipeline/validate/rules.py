@@ -27,11 +27,15 @@ from pipeline.contract import KIND_EVENT
 from pipeline.contract import KIND_HEADER
 from pipeline.contract import KIND_REJECTED
 from pipeline.contract import LINE_BAD_UTF8
+from pipeline.contract import LINE_END_CR
+from pipeline.contract import LINE_END_CRLF
 from pipeline.contract import LINE_MAX_BYTES
 from pipeline.contract import LINE_OK
+from pipeline.contract import LINE_STATE_MASK
 from pipeline.contract import LINE_TOO_LONG
 from pipeline.contract import MAX_LENGTHS
 from pipeline.contract import PRICE_PATTERN
+from pipeline.errors import FileRefused
 
 RAW_LINE_MAX_CHARS = 16000
 # What is kept of a line rejected as too long: enough to recognise it, never the whole.
@@ -93,8 +97,11 @@ def parse_event_time(text: str | None, source_time_zone: str = "UTC") -> str | N
     if offset == "Z":
         zone = UTC
     elif offset:
+        hours, minutes = int(offset[1:3]), int(offset[4:6])
+        if hours > 23 or minutes > 59:  # no such offset: timezone() would raise
+            return None
         sign = -1 if offset[0] == "-" else 1
-        zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
+        zone = timezone(sign * timedelta(hours=hours, minutes=minutes))
     else:
         zone = _zone(source_time_zone)
     try:
@@ -187,31 +194,41 @@ class _Lines:
         if self._back:
             return self._back.popleft()
         for number, (text, state) in self._source:
-            return number, text, state
+            return number, text, int(state)
         return None
 
     def give_back(self, taken: list[tuple[int, str, int]]) -> None:
         self._back.extendleft(reversed(taken))
 
 
-def _record(first: str, lines: _Lines) -> str:
+def line_end(state: int) -> str:
+    """The line end a line's state records (\\n when the reader could not tell)."""
+    if state & LINE_END_CRLF:
+        return "\r\n"
+    return "\r" if state & LINE_END_CR else "\n"
+
+
+def _record(first: str, first_state: int, lines: _Lines) -> str:
     """The whole record that starts with line `first`, which opens a quoted field.
 
-    A quoted field may hold line ends (RFC 4180): lines are joined with \n until the quotes
-    balance. If they never do within LINE_MAX_BYTES, before a line that is not plain UTF-8,
-    or before the file ends, or the joined lines are no valid record either, the lines
-    taken are given back and `first` stands alone (and is rejected as broken quoting).
+    A quoted field may hold line ends (RFC 4180): lines are joined with the line end each
+    had in the file (`line_end`) until the quotes balance. If they never do within
+    LINE_MAX_BYTES, before a line that is not plain UTF-8, or before the file ends, or the
+    joined lines are no valid record either, the lines taken are given back and `first`
+    stands alone (and is rejected as broken quoting).
     """
     taken: list[tuple[int, str, int]] = []
-    text, size = first, len(first)
+    text, size, end = first, len(first), line_end(first_state)
     while True:
         line = lines.next()
-        if line is None or line[2] != LINE_OK or size + len(line[1]) + 1 > LINE_MAX_BYTES:
+        if line is None or line[2] & LINE_STATE_MASK != LINE_OK \
+                or size + len(line[1]) + len(end) > LINE_MAX_BYTES:
             lines.give_back(taken + ([line] if line is not None else []))
             return first
         taken.append(line)
-        text += "\n" + line[1]
-        size += len(line[1]) + 1
+        text += end + line[1]
+        size += len(line[1]) + len(end)
+        end = line_end(line[2])
         if not text.count('"') % 2:
             if split_record(text) is None:
                 lines.give_back(taken)
@@ -219,53 +236,101 @@ def _record(first: str, lines: _Lines) -> str:
             return text
 
 
-def wrong_column_count(line_number: int, text: str, found: int) -> Line:
+def wrong_column_count(line_number: int, text: str, found: int,
+                       expected: int = len(EVENT_FIELDS)) -> Line:
     return rejected_line(line_number, text, "wrong_column_count",
-                         f"expected {len(EVENT_FIELDS)} columns, found {found}")
+                         f"expected {expected} columns, found {found}")
+
+
+# Excel's first line naming the separator, before the header.
+_SEPARATOR_LINE = re.compile(r'"?sep=(.?)"?', re.IGNORECASE)
+
+
+def header_order(fields: list[str]) -> tuple[int, ...] | None:
+    """Where each of EVENT_FIELDS is in a header's `fields`; None when the fields are no
+    header (they name none of the columns). FileRefused when they name some of them but
+    not each exactly once: reading such a file in any order would shift values."""
+    names = [f.strip().lower() for f in fields]
+    if _KNOWN_NAMES.isdisjoint(names):
+        return None
+    missing = [n for n in EVENT_FIELDS if n not in names]
+    twice = [n for n in EVENT_FIELDS if names.count(n) > 1]
+    if missing or twice:
+        problems = ([f"has no column {', '.join(missing)}"] if missing else []) + \
+            ([f"names {', '.join(twice)} more than once"] if twice else [])
+        raise FileRefused("bad_header", f"the header '{','.join(fields)[:200]}'"
+                          f" {'; '.join(problems)}: it needs each of"
+                          f" {','.join(EVENT_FIELDS)} once (in any order, other columns are"
+                          " ignored); fix it and load the file under a new name")
+    return tuple(names.index(n) for n in EVENT_FIELDS)
 
 
 class FileRules:
-    """The rules for one file's records, in file order: what the first line said (the column
-    order, or a bad header) holds for every record after it."""
+    """The rules for one file's records, in file order. The header is looked for until the
+    first record that is not blank and not Excel's `sep=,`: if that record names the
+    columns, its names decide which value goes where (`order`) and how many columns each
+    record has (`width`); if it names none, the file has no header and is read in the
+    standard order. A header naming only some of them refuses the file (FileRefused)."""
 
     def __init__(self, event_types: Iterable[str], source_time_zone: str = "UTC"):
         self.types = frozenset(event_types)
         self.source_time_zone = source_time_zone
         self.order = _STANDARD_ORDER
-        self.bad_header = False
+        self.width = len(EVENT_FIELDS)
+        self.header_done = False
+        self._separator_seen = False
 
     def classify(self, line: tuple[int, str, int], lines: _Lines) -> Line:
         """The record that starts with `line`; it takes from `lines` the further lines of a
         quoted field that holds line ends. `lines` is anything with `next()` and
-        `give_back()` as `_Lines` has them (`columnar` passes a block's lines)."""
-        line_number, text, state = line
+        `give_back()` as `_Lines` has them (`columnar` passes a block's lines).
+
+        No value can make this raise: an error while checking a record rejects it as
+        `check_failed`. Only a header that cannot be read raises FileRefused."""
+        line_number, text, full_state = line
+        state = full_state & LINE_STATE_MASK
         if line_number == 1:
             text = text.removeprefix("\ufeff")
         if state == LINE_TOO_LONG:
+            self.header_done = True
             return Line(line_number, KIND_REJECTED, "line_too_long",
                         f"the line is longer than {LINE_MAX_BYTES} bytes; its first"
                         f" {RAW_TOO_LONG_CHARS} characters are kept", text[:RAW_TOO_LONG_CHARS])
         if not text.strip():
             return Line(line_number, KIND_BLANK)
         if state != LINE_BAD_UTF8 and text.count('"') % 2:
-            text = _record(text, lines)
+            text = _record(text, full_state, lines)
+        try:
+            return self._check(line_number, text, state)
+        except FileRefused:
+            raise
+        except Exception as e:  # noqa: BLE001 - a value the checks did not foresee
+            return rejected_line(line_number, text, "check_failed", "the checks failed on"
+                                 f" this record ({type(e).__name__}: {e}); please report it")
+
+    def _check(self, line_number: int, text: str, state: int) -> Line:
         fields = split_record(text)
-        if line_number == 1 and fields:
-            names = [f.strip().lower() for f in fields]
-            if sorted(names) == sorted(EVENT_FIELDS):
-                self.order = tuple(names.index(n) for n in EVENT_FIELDS)
+        if not self.header_done:
+            separator = _SEPARATOR_LINE.fullmatch(text.strip())
+            if separator and not self._separator_seen:
+                if separator.group(1) != ",":
+                    raise FileRefused("bad_header", f"the file says its separator is"
+                                      f" {_quoted(separator.group(1))} ({text.strip()[:20]});"
+                                      " only ',' is read: save it as comma-separated CSV")
+                self._separator_seen = True
                 return Line(line_number, KIND_HEADER)
-            self.bad_header = not _KNOWN_NAMES.isdisjoint(names)
+            self.header_done = True
+            order = header_order(fields) if fields else None
+            if order is not None:
+                self.order, self.width = order, len(fields)
+                return Line(line_number, KIND_HEADER)
         if state == LINE_BAD_UTF8:
             return rejected_line(line_number, text, "invalid_utf8", "line is not valid UTF-8")
-        if self.bad_header:
-            return rejected_line(line_number, text, "bad_header", "the file's header is not"
-                                 f" the columns {','.join(EVENT_FIELDS)} (in any order)")
         if fields is None:
             return rejected_line(line_number, text, "broken_quoting",
                                  "unbalanced quotes, or a quote inside an unquoted field")
-        if len(fields) != len(EVENT_FIELDS):
-            return wrong_column_count(line_number, text, len(fields))
+        if len(fields) != self.width:
+            return wrong_column_count(line_number, text, len(fields), self.width)
         values = [fields[i].strip() or None for i in self.order]
         reason, result = check_event(values, self.types, self.source_time_zone)
         if reason:
@@ -278,11 +343,12 @@ def classify_file(lines: Iterable[tuple[str, int]], event_types: Iterable[str],
     """Classify the records of one file, in file order.
 
     `lines` yields (text, state): text already made valid UTF-8, state one of LINE_OK,
-    LINE_BAD_UTF8, LINE_TOO_LONG (True and False work as the first two). A record is a
-    line, or several when a quoted field holds line ends; its number is its first line's.
-    A first line naming the six columns in any order is the header and maps columns by name
-    (a BOM is ignored); a first line naming other columns makes every line of the file
-    `bad_header`; otherwise columns are taken in standard order.
+    LINE_BAD_UTF8, LINE_TOO_LONG (True and False work as the first two), plus LINE_END_CRLF
+    or LINE_END_CR when the reader knows the line ended so. A record is a line, or several
+    when a quoted field holds line ends; its number is its first line's. Blank lines and
+    Excel's `sep=,` may come before the header; the header names the columns in any order
+    (case and spaces ignored, a BOM ignored, other columns ignored). See `FileRules`; a
+    header that names only some columns raises FileRefused (the file is quarantined).
 
     This is the reference implementation, one line at a time; `pipeline.validate.columnar`
     gives the same results for blocks of lines at once.
