@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 
 from pipeline.config import load_settings
@@ -31,6 +32,9 @@ from pipeline.job.options import ROTATE_FILES
 from pipeline.job.options import JobOptions
 from pipeline.job.routes import DRIVER_BATCH_MAX_BYTES
 from pipeline.job.run import run
+
+JAVA_INT_MAX = 2**31 - 1
+MAX_TRIGGER_S = 86400
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -80,10 +84,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="serve Spark's Prometheus metrics on the Spark UI port"
                              " (/metrics/prometheus, /metrics/executors/prometheus)")
     args = parser.parse_args(argv)
-    if args.max_files_per_trigger < 1:
-        parser.error("--max-files-per-trigger must be at least 1")
-    if args.trigger_interval < 0:
-        parser.error("--trigger-interval must not be negative")
+    # Spark takes maxFilesPerTrigger as a Java int when the query starts: a bigger
+    # --catch-up-files would fail only once a backlog makes the job switch to it.
+    if not 1 <= args.max_files_per_trigger <= JAVA_INT_MAX:
+        parser.error(f"--max-files-per-trigger must be 1..{JAVA_INT_MAX}")
+    if args.catch_up_files > JAVA_INT_MAX:
+        parser.error(f"--catch-up-files must be at most {JAVA_INT_MAX}")
+    # Spark parses the interval as text: nan, inf and 1e-05 would fail the query's start.
+    if not math.isfinite(args.trigger_interval) or not (
+            args.trigger_interval == 0 or 0.001 <= args.trigger_interval <= MAX_TRIGGER_S):
+        parser.error(f"--trigger-interval must be 0 or 0.001..{MAX_TRIGGER_S} seconds")
     if args.driver_batch_max_bytes < 0:
         parser.error("--driver-batch-max-bytes must not be negative")
     if args.catch_up_files < 0:
