@@ -27,6 +27,7 @@ import sys
 
 from pipeline.config import load_settings
 from pipeline.contract import CommitHooks
+from pipeline.contract import printable_name
 from pipeline.errors import PipelineError
 from pipeline.job.options import ROTATE_FILES
 from pipeline.job.options import JobOptions
@@ -107,12 +108,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+class PrintableArgs(logging.Filter):
+    """Every text put into a log line through %s printed escaped (pipeline.contract's
+    printable_name): a file or folder name holding a newline cannot start a line of its own.
+    The log sites escape the names they print already; this holds for the ones to come."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(printable_name(a) if isinstance(a, str) else a
+                                for a in record.args)
+        return True
+
+
 def main(argv: list[str] | None = None, hooks: CommitHooks | None = None) -> int:
     """Run the job; `hooks` are for tests that need to act at a chosen moment of a commit."""
     args = parse_args(argv)
     # force: under spark-submit something may have configured the root logger already.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr, force=True)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(PrintableArgs())
     if args.verbose:
         logging.getLogger("pipeline").setLevel(logging.DEBUG)
     # py4j logs every callback at INFO, and re-logs each exception raised in a batch; the
