@@ -7,7 +7,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from hashlib import sha256
 
+import pytest
+
+from pipeline.contract import FilePayload
+from pipeline.contract import is_utf8_name
+from pipeline.contract import printable_name
+from pipeline.contract import recorded_name
+from pipeline.errors import JobError
+from pipeline.job.options import JobOptions
+from pipeline.job.options import check_paths
 from tests.support.jobs import PYTHON
 from tests.support.jobs import ROOT
 from tests.support.jobs import run_job
@@ -87,3 +97,39 @@ def test_a_file_named_as_the_escape_of_another_is_not_taken_for_it(tmp_path, dat
                             (f"file:{source}/events_caf\\xe9.csv", "quarantined",
                              "bad_file_name")]
     assert [r[0] for r in database.query("SELECT event_id FROM events")] == ["id-backslash"]
+
+
+# -- the pure parts ---------------------------------------------------------------------------
+
+def test_printable_name_escapes_what_could_break_a_line_and_keeps_the_rest():
+    cases = {
+        "events_a\nb.csv": "events_a\\x0ab.csv",
+        "a\rb\tc\x1b[31m\x7f\x85\x9f": "a\\x0db\\x09c\\x1b[31m\\x7f\\x85\\x9f",
+        "x\u2028y\u2029z\u202ew\u2066": "x\\u2028y\\u2029z\\u202ew\\u2066",
+        os.fsdecode(b"caf\xe9 \xff"): "caf\\xe9 \\xff",
+        "ok é 😀 \\x0a ? # % \" '": "ok é 😀 \\x0a ? # % \" '",
+    }
+    for name, shown in cases.items():
+        assert printable_name(name) == shown, name
+        assert printable_name(shown) == shown  # printing twice changes nothing
+        assert shown.isprintable()
+
+
+def test_a_name_that_is_not_utf8_is_recorded_escaped_and_keyed_by_its_bytes():
+    raw = b"file:/d/events_caf\xe9.csv"
+    name = os.fsdecode(raw)
+    assert not is_utf8_name(name) and is_utf8_name("file:/d/events_a\nb.csv")
+    assert recorded_name(name) == "file:/d/events_caf\\xe9.csv"
+    assert recorded_name("file:/d/events_a\nb.csv") == "file:/d/events_a\nb.csv"
+    quarantined = FilePayload(recorded_name(name), None, name_bytes=raw)
+    lookalike = FilePayload("file:/d/events_caf\\xe9.csv", None)
+    assert quarantined.key == sha256(raw).hexdigest() != lookalike.key
+
+
+def test_folders_whose_names_are_not_utf8_are_refused_at_start(tmp_path):
+    folder = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"caf\xe9"))
+    os.mkdir(folder)
+    with pytest.raises(JobError, match=r"--source .*caf\\xe9 is not UTF-8"):
+        check_paths(JobOptions(folder, str(tmp_path / "ck")))
+    with pytest.raises(JobError, match=r"--checkpoint .*caf\\xe9 is not UTF-8"):
+        check_paths(JobOptions(str(tmp_path), folder))

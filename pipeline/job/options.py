@@ -7,6 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
 
+from pipeline.contract import is_utf8_name
+from pipeline.contract import printable_name
 from pipeline.errors import JobError
 from pipeline.job.routes import DRIVER_BATCH_MAX_BYTES
 
@@ -64,6 +66,12 @@ def _file_system(uri: str) -> tuple[str, str]:
 def check_paths(options: JobOptions) -> JobOptions:
     """Fail early and clearly on a missing source, an unwritable checkpoint or archive (local
     paths), or an archive Spark would refuse when the query starts."""
+    for flag, location in (("--source", options.source), ("--checkpoint", options.checkpoint),
+                           ("--archive-dir", options.archive_dir or "")):
+        if not is_utf8_name(location):
+            # The JVM cannot spell it: Spark would list nothing in it, or fail to write there.
+            raise JobError(f"{flag} {printable_name(location)} is not UTF-8: rename the"
+                           " folder or choose another")
     source = local_path(options.source)
     if source is not None and not source.is_dir():
         raise JobError(f"source folder {source} does not exist: start the generator"
