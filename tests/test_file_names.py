@@ -133,3 +133,11 @@ def test_folders_whose_names_are_not_utf8_are_refused_at_start(tmp_path):
         check_paths(JobOptions(folder, str(tmp_path / "ck")))
     with pytest.raises(JobError, match=r"--checkpoint .*caf\\xe9 is not UTF-8"):
         check_paths(JobOptions(str(tmp_path), folder))
+
+
+def test_a_rebuild_replays_no_name_spark_would_not_list(tmp_path):
+    from pipeline.ops.rebuild import replay_files
+
+    write_folder(tmp_path)
+    names = sorted(f.name for f in replay_files(tmp_path, archive=False))
+    assert names == sorted(f"file:{tmp_path}/{name.decode()}" for name in LISTED)
