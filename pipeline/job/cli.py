@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 
 from pipeline.cli import add_version
 from pipeline.config import load_settings
@@ -17,6 +18,8 @@ from pipeline.job.run import run
 from pipeline.logs import LOG_FORMATS
 from pipeline.logs import configure_logging
 
+JAVA_INT_MAX = 2**31 - 1
+MAX_TRIGGER_S = 86400
 DESCRIPTION = "Stream event CSV files from a folder into MySQL, each event exactly once."
 
 
@@ -71,10 +74,16 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
                              " (/metrics/prometheus, /metrics/executors/prometheus)")
     add_version(parser)
     args = parser.parse_args(argv)
-    if args.max_files_per_trigger < 1:
-        parser.error("--max-files-per-trigger must be at least 1")
-    if args.trigger_interval < 0:
-        parser.error("--trigger-interval must not be negative")
+    # Spark takes maxFilesPerTrigger as a Java int when the query starts: a bigger
+    # --catch-up-files would fail only once a backlog makes the job switch to it.
+    if not 1 <= args.max_files_per_trigger <= JAVA_INT_MAX:
+        parser.error(f"--max-files-per-trigger must be 1..{JAVA_INT_MAX}")
+    if args.catch_up_files > JAVA_INT_MAX:
+        parser.error(f"--catch-up-files must be at most {JAVA_INT_MAX}")
+    # Spark parses the interval as text: nan, inf and 1e-05 would fail the query's start.
+    if not math.isfinite(args.trigger_interval) or not (
+            args.trigger_interval == 0 or 0.001 <= args.trigger_interval <= MAX_TRIGGER_S):
+        parser.error(f"--trigger-interval must be 0 or 0.001..{MAX_TRIGGER_S} seconds")
     if args.driver_batch_max_bytes < 0:
         parser.error("--driver-batch-max-bytes must not be negative")
     if args.catch_up_files < 0:

@@ -41,6 +41,7 @@ from pipeline.cli import tool_parser
 from pipeline.config import load_settings
 from pipeline.contract import SOURCE_GLOB
 from pipeline.contract import FilePayload
+from pipeline.contract import is_utf8_name
 from pipeline.errors import JobError
 from pipeline.errors import PipelineError
 from pipeline.errors import SinkError
@@ -61,7 +62,9 @@ def replay_files(folder: Path, archive: bool) -> list[SourceFile]:
     found = []
     for directory, _dirs, names in os.walk(folder):
         for name in names:
-            if not fnmatch(name, SOURCE_GLOB):
+            # A name that is not UTF-8 is no file Spark lists: the job records it as
+            # quarantined (bad_file_name) from the source folder when it starts.
+            if not fnmatch(name, SOURCE_GLOB) or not is_utf8_name(name):
                 continue
             path = Path(directory) / name
             try:

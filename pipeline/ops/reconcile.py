@@ -30,6 +30,7 @@ from pathlib import Path
 from pipeline.cli import tool_parser
 from pipeline.contract import EVENT_FIELDS
 from pipeline.contract import LINE_MAX_BYTES
+from pipeline.contract import printable_name
 from pipeline.ops.db import read_or_report
 
 # Names are compared byte for byte: the tables' default collation would merge events_A.csv
@@ -175,9 +176,10 @@ def main(argv: list[str] | None = None) -> int:
                           "quarantined": report.quarantined, "problems": report.problems}))
     else:
         for problem in report.problems:
-            print(problem)
+            print(printable_name(problem))
         for name in report.quarantined:
-            print(f"{name}: quarantined as a whole (see ingest_files.status_reason)")
+            print(f"{printable_name(name)}: quarantined as a whole (see"
+                  " ingest_files.status_reason)")
         print(f"{report.files} file(s) checked: "
               + ("every row accounted for" if not report.problems
                  else f"{len(report.problems)} problem(s)")

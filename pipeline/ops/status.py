@@ -23,6 +23,8 @@ from pathlib import Path
 
 from pipeline.cli import tool_parser
 from pipeline.contract import HEARTBEAT_FILE
+from pipeline.contract import printable_name
+from pipeline.contract import recorded_name
 from pipeline.job.generations import files_logged
 from pipeline.job.generations import generation_folder
 from pipeline.job.generations import read_generation
@@ -90,7 +92,9 @@ def waiting_files(source: Path, loaded: set[str]) -> list[Path]:
     if not source.is_dir():
         return []
     folder = source.resolve()
-    return [p for p in source.glob("events_*.csv") if f"file:{folder / p.name}" not in loaded]
+    # recorded_name: a name that is not UTF-8 is recorded escaped (quarantined, bad_file_name).
+    return [p for p in source.glob("events_*.csv")
+            if recorded_name(f"file:{folder / p.name}") not in loaded]
 
 
 def collect_status(cursor, source: Path, checkpoint: Path, stale_after_s: float) -> Status:
@@ -195,7 +199,8 @@ def render(status: Status, recent: int = 10) -> str:
     ]
     if status.checkpoint_generation is not None:
         lines.append(f"checkpoint    generation {status.checkpoint_generation}"
-                     f" ({status.checkpoint_folder}), {status.checkpoint_files} file(s) in"
+                     f" ({printable_name(status.checkpoint_folder)}),"
+                     f" {status.checkpoint_files} file(s) in"
                      " its log")
     if status.rejected_by_reason:
         lines.append("rejected      " + ", ".join(f"{r} {n}" for r, n in
