@@ -31,6 +31,7 @@ from pipeline.contract import BatchPayload
 from pipeline.contract import BatchResult
 from pipeline.contract import FilePayload
 from pipeline.errors import BatchRejected
+from pipeline.errors import CheckpointDamaged
 from pipeline.errors import FileRefused
 from pipeline.errors import SinkError
 from pipeline.errors import StopRequested
@@ -104,7 +105,7 @@ class BatchWriter:
                 raise StopRequested(f"batch {batch_id} not started: stopping")
             try:
                 self._write(batch_df, batch_id)
-            except SinkError as e:
+            except (SinkError, CheckpointDamaged) as e:
                 self.last_error = str(e)
                 raise
             except Exception as e:
