@@ -256,3 +256,36 @@ def test_a_second_job_on_a_checkpoint_in_use_stops_in_one_line(tmp_path, databas
                     str(checkpoint), "--once", timeout=300)
     assert again.returncode == 0, again.stderr[-4000:]
     assert (checkpoint / LOCK_FILE).exists()
+
+
+# -- the generations, without Spark ------------------------------------------------------------
+def test_a_damaged_later_generation_is_set_aside_whole(tmp_path):
+    from pipeline.job.generations import CheckpointGenerations
+
+    root = tmp_path / "checkpoint"
+    (root / "generation-2" / "offsets").mkdir(parents=True)
+    (root / "generation-2" / "offsets" / "7").write_bytes(b"")
+    (root / POINTER_FILE).write_text("2\n")
+    generations = CheckpointGenerations(root)
+    found = generations.damage()
+    assert found == f"checkpoint file {root / 'generation-2' / 'offsets' / '7'} is empty"
+    assert generations.heal(found) == root / "generation-3"
+    assert read_generation(root) == 3 and not (root / "generation-2").exists()
+    kept = [p for p in root.iterdir() if p.name.startswith(f"{DAMAGED_PREFIX}2-")]
+    assert len(kept) == 1 and (kept[0] / "offsets" / "7").exists()
+    assert generations.damage() is None
+    assert kept[0] not in generations.old_generations()  # never removed by the job
+
+
+def test_a_damaged_pointer_starts_past_every_generation(tmp_path):
+    from pipeline.job.generations import CheckpointGenerations
+
+    root = tmp_path / "checkpoint"
+    for n in (4, 5):
+        (root / f"generation-{n}").mkdir(parents=True)
+    (root / POINTER_FILE).write_bytes(b"\0\0")
+    generations = CheckpointGenerations(root)
+    assert "generation holds" in generations.damage()
+    assert generations.heal(generations.damage()) == root / "generation-6"
+    assert read_generation(root) == 6
+    assert generations.old_generations() == [root / "generation-4", root / "generation-5"]
