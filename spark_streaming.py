@@ -15,7 +15,8 @@ MYSQL_HOST, MYSQL_PORT, MYSQL_DATABASE, MYSQL_USER, MYSQL_PASSWORD, MYSQL_SSL_MO
 MYSQL_SSL_CA, JDBC_DRIVER_JAR, JDBC_DRIVER_CLASS.
 
 Exit codes: 0 drained (--once) or stopped by Ctrl-C/SIGTERM, 1 stopped by an error,
-2 bad configuration or the database/driver cannot be used.
+2 bad configuration, the database/driver cannot be used, or another job holds the
+checkpoint.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from pipeline.contract import BatchResult
 from pipeline.contract import FilePayload
 from pipeline.contract import printable_name
 from pipeline.errors import BatchRejected
+from pipeline.errors import CheckpointDamaged
 from pipeline.errors import FileRefused
 from pipeline.errors import SinkError
 from pipeline.errors import StopRequested
@@ -105,7 +106,7 @@ class BatchWriter:
                 raise StopRequested(f"batch {batch_id} not started: stopping")
             try:
                 self._write(batch_df, batch_id)
-            except SinkError as e:
+            except (SinkError, CheckpointDamaged) as e:
                 self.last_error = str(e)
                 raise
             except Exception as e:

@@ -12,6 +12,7 @@ from pipeline.contract import CommitHooks
 from pipeline.errors import JobError
 from pipeline.job.batch import BatchWriter
 from pipeline.job.generations import CheckpointGenerations
+from pipeline.job.lock import checkpoint_lock
 from pipeline.job.metrics import JobMetrics
 from pipeline.job.options import JobOptions
 from pipeline.job.options import check_paths
@@ -64,6 +65,12 @@ def checkpoint_generations(options: JobOptions, hooks: CommitHooks | None
 def run(settings: Settings, options: JobOptions, hooks: CommitHooks | None = None) -> int:
     """Run the job until the source is drained (--once) or a signal stops it. Exit code."""
     options = check_paths(options)
+    # Before Spark starts: a second job on the checkpoint stops at once, in one line.
+    with checkpoint_lock(local_path(options.checkpoint)):
+        return _run_locked(settings, options, hooks)
+
+
+def _run_locked(settings: Settings, options: JobOptions, hooks: CommitHooks | None) -> int:
     spark = build_spark_session(settings, options.verbose, options.prometheus,
                                 local_checkpoint=local_path(options.checkpoint) is not None,
                                 local_source=local_path(options.source) is not None)

@@ -38,6 +38,9 @@ from pipeline.write.sink import MySQLSink
 
 log = logging.getLogger(__name__)
 
+# Fresh generations one process starts for damaged ones; past that the disk itself is suspect.
+MAX_HEALS = 3
+
 
 def start_query(spark: SparkSession, writer: BatchWriter, options: JobOptions,
                 phase: Phase, checkpoint: str) -> StreamingQuery:
@@ -78,6 +81,7 @@ class Supervisor:
         self._started_at = time.time()
         self._ignored = IgnoredFileReporter(options, writer.record_refused_entry)
         self._announced = False
+        self._heals = 0
 
     @property
     def _checkpoint(self) -> str:
@@ -109,6 +113,19 @@ class Supervisor:
         relisted = self._rotation.relisted
         self._rotation.started(0, self._writer.files_taken)
         return relisted
+
+    def _heal_if_damaged(self) -> bool:
+        """Go on in a fresh generation when a file of the current one cannot be read (only
+        then: any other error is left to stop the job); True when it did."""
+        damage = self._generations.damage() if self._generations is not None else None
+        if damage is None or self._heals >= MAX_HEALS:
+            return False
+        self._heals += 1
+        location = self._generations.heal(damage)
+        self._writer.use_checkpoint(CheckpointLog(self._spark, str(location)))
+        self._writer.last_error = None
+        self._rotation.started(0, self._writer.files_taken)
+        return True
 
     def _retire_old_generations(self) -> None:
         if self._generations is not None:
@@ -153,6 +170,7 @@ class Supervisor:
         policy, options = self._policy, self._options
         self._writer.reopen()
         if self._generations is not None:
+            self._heal_if_damaged()
             self._retire_old_generations()
             self._rotation.started(files_logged(self._generations.location),
                                    self._writer.files_taken)
@@ -178,6 +196,8 @@ class Supervisor:
             return self._stop_between_batches(query)
         exception = query.exception()
         if exception is not None:
+            if self._heal_if_damaged():  # Spark failed on a file damaged since the start
+                return None
             log.error("stopped by an error: %s",
                       self._writer.last_error or str(exception).splitlines()[0])
             return 1
