@@ -224,6 +224,9 @@ def use_project_logging(jvm) -> None:
     session starts, in its own time format. The lines SparkSubmit writes before the job
     starts need `--driver-java-options -Dlog4j2.configurationFile=...` (docs/cluster.md).
     """
+    # Spark picks its logging again when its first class logs (SparkSubmit undid its own
+    # choice for the application): have that happen now, so that ours stays.
+    jvm.org.apache.spark.SparkConf(False).log()
     context = jvm.org.apache.logging.log4j.LogManager.getContext(False)
     source = context.getConfiguration().getConfigurationSource().getLocation()
     if source and source.endswith(SPARK_DEFAULT_LOG_PROFILE):
