@@ -119,7 +119,7 @@ def test_spark_submit_keeps_the_users_conf_logs_each_override_and_leaves_no_temp
     job = submit(database.job_env(TMPDIR=str(tmp)), user, "--source", str(source),
                  "--checkpoint", str(tmp_path / "ck"), "--once", "--driver-batch-max-bytes",
                  "0", log=log,
-                 java_options=f"-Dlog4j2.configurationFile={ROOT}/config/log4j2.properties")
+                 java_options="-Dlog4j2.configurationFile=config/log4j2.properties")  # README's
     try:
         assert job.wait(timeout=400) == 0, log.read_text()[-4000:]
     finally:
