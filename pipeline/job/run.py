@@ -18,6 +18,7 @@ from pipeline.job.options import JobOptions
 from pipeline.job.options import check_paths
 from pipeline.job.options import local_path
 from pipeline.job.session import build_spark_session
+from pipeline.job.session import stop_spark_session
 from pipeline.job.supervisor import Supervisor
 from pipeline.read.checkpoint import CheckpointLog
 from pipeline.write.sink import MySQLSink
@@ -93,4 +94,4 @@ def _run_locked(settings: Settings, options: JobOptions, hooks: CommitHooks | No
         return Supervisor(spark, sink, writer, options, generations, metrics).run()
     finally:
         sink.close()
-        spark.stop()
+        stop_spark_session(spark)

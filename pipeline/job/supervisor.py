@@ -31,6 +31,7 @@ from pipeline.job.policy import OVERLOAD_CALM_S
 from pipeline.job.policy import CatchUpPolicy
 from pipeline.job.policy import Phase
 from pipeline.job.session import QUERY_NAME
+from pipeline.job.session import forward_jvm_signals
 from pipeline.job.session import quiet_refusals
 from pipeline.read.checkpoint import CheckpointLog
 from pipeline.read.spark_source import read_lines
@@ -93,6 +94,7 @@ class Supervisor:
     def run(self) -> int:
         previous = {s: signal.signal(s, self._request_stop)
                     for s in (signal.SIGINT, signal.SIGTERM)}
+        restore_jvm_signals = forward_jvm_signals(self._spark, self._request_stop)
         try:
             while True:
                 backlog = self._backlog()
@@ -103,6 +105,7 @@ class Supervisor:
                     self._retire_old_generations()
                     return outcome
         finally:
+            restore_jvm_signals()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 

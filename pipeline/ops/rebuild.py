@@ -48,6 +48,7 @@ from pipeline.errors import SinkError
 from pipeline.job.batch import BatchWriter
 from pipeline.job.routes import DRIVER_BATCH_MAX_BYTES
 from pipeline.job.session import build_spark_session
+from pipeline.job.session import stop_spark_session
 from pipeline.logs import configure_logging
 from pipeline.read.checkpoint import SourceFile
 from pipeline.write.sink import MySQLSink
@@ -150,7 +151,7 @@ def rebuild(archives: list[Path], folders: list[Path], files_per_batch: int,
         return _load(writer, plan, todo, len(files), files_per_batch, progress)
     finally:
         sink.close()
-        spark.stop()
+        stop_spark_session(spark)
 
 
 def _load(writer: BatchWriter, plan: ReplayPlan, todo: list[SourceFile], total: int,
