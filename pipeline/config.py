@@ -24,7 +24,6 @@ from dotenv import dotenv_values
 from pipeline.contract import DEFAULT_EVENT_TYPES
 from pipeline.errors import ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SSL_MODES = ("DISABLED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
 # Modes that do not prove who the server is: only for loopback, or with this explicit opt-in.
 UNVERIFIED_MODES = ("DISABLED", "REQUIRED")
@@ -188,8 +187,14 @@ class Settings:
         ]
 
 
+def project_dir() -> Path:
+    """Where `.env` and `jars/` are looked for: the folder the command is started in (the
+    checkout, for the scripts and the demo), as for --source and --checkpoint."""
+    return Path.cwd()
+
+
 def env_file_path() -> Path:
-    return Path(os.environ.get("PIPELINE_ENV_FILE", PROJECT_ROOT / ".env"))
+    return Path(os.environ.get("PIPELINE_ENV_FILE", project_dir() / ".env"))
 
 
 def load_environment(env_file: Path | None = None) -> dict[str, str]:
@@ -287,7 +292,7 @@ def _resolve_driver_jar(reader: _Reader) -> Path:
         if not jar.is_file():
             reader.problems.append(f"JDBC_DRIVER_JAR={jar} does not exist")
         return jar
-    found = sorted(glob.glob(str(PROJECT_ROOT / "jars" / "*.jar")))
+    found = sorted(glob.glob(str(project_dir() / "jars" / "*.jar")))
     if found:
         return Path(found[0])
     if SYSTEM_DRIVER_JAR.is_file():
@@ -296,7 +301,7 @@ def _resolve_driver_jar(reader: _Reader) -> Path:
         "no JDBC driver jar found: run `bash scripts/setup.sh` (puts MariaDB Connector/J in jars/),"
         " or put a driver jar in jars/ or set JDBC_DRIVER_JAR (and JDBC_DRIVER_CLASS)"
     )
-    return PROJECT_ROOT / "jars" / "missing.jar"
+    return project_dir() / "jars" / "missing.jar"
 
 
 def time_zone_problem(name: str) -> str | None:
