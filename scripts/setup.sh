@@ -3,7 +3,7 @@
 #   bash scripts/setup.sh            Java, project venv (.venv) from requirements.lock, JDBC jar
 #   bash scripts/setup.sh --with-db  also: a local MariaDB running, .env, database/tables/user
 #   bash scripts/setup.sh --for-tests  the venv from requirements-dev.lock, and the tools only
-#                                    the tests use (promtool)
+#                                    the tests use (promtool, Chromium)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -96,9 +96,14 @@ if [ "$FOR_TESTS" = 1 ] && [ ! -x .venv/bin/promtool ]; then
   rm -rf "$unpack"
 fi
 
+# 5. A real browser for the status page's test: Debian's Chromium, headless.
+if [ "$FOR_TESTS" = 1 ] && ! command -v chromium >/dev/null; then
+  apt_install chromium
+fi
+
 [ "$WITH_DB" = 1 ] || exit 0
 
-# 5. Configuration: a .env for the local demo with fresh random passwords for the job's and the
+# 6. Configuration: a .env for the local demo with fresh random passwords for the job's and the
 #    reporting account. umask 077 in the subshell: the file is private from its first byte.
 if [ ! -f .env ]; then
   secret() { .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(18))'; }
@@ -110,7 +115,7 @@ if [ ! -f .env ]; then
   say "wrote .env (local MariaDB; accounts 'pipeline' and 'pipeline_report' with random passwords)"
 fi
 
-# 6. A local database server (only when .env points at this machine and none answers). The
+# 7. A local database server (only when .env points at this machine and none answers). The
 #    admin account never goes into .env: the local demo's root (no password, as Debian sets
 #    it up) is handed to setup_db in its own environment only. For any other server, setup_db
 #    asks for the admin's password (or takes MYSQL_ADMIN_USER/MYSQL_ADMIN_PASSWORD from the

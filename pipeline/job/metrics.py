@@ -15,6 +15,7 @@ import logging
 import platform
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler
@@ -151,22 +152,26 @@ class JobMetrics:
         self._last_commit_at = time.time()
         self.last_commit.set(self._last_commit_at)
 
-    def serve(self, host: str, port: int) -> None:
-        """Serve /metrics and /healthz on host:port from a daemon thread."""
+    def serve(self, host: str, port: int, page: Callable[[], tuple[int, str]] | None = None
+              ) -> None:
+        """Serve /metrics, /healthz and the status `page` at / on host:port from a daemon
+        thread."""
         try:
-            server = ThreadingHTTPServer((host, port), _handler_for(self))
+            server = ThreadingHTTPServer((host, port), _handler_for(self, page))
         except OSError as e:
             raise JobError(f"cannot serve metrics on {host}:{port}: {e.strerror}; choose"
                            " another --metrics-port") from None
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-        log.info("metrics on http://%s:%d/metrics, health on /healthz", host, port)
+        log.info("metrics on http://%s:%d/metrics, health on /healthz, status page on /",
+                 host, port)
         if not is_loopback(host):
             log.warning("the metrics endpoint listens on %s: reachable beyond this machine",
                         host)
 
 
-def _handler_for(metrics: JobMetrics) -> type[BaseHTTPRequestHandler]:
+def _handler_for(metrics: JobMetrics, page: Callable[[], tuple[int, str]] | None
+                 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
             path = self.path.split("?", 1)[0]
@@ -176,6 +181,9 @@ def _handler_for(metrics: JobMetrics) -> type[BaseHTTPRequestHandler]:
                 healthy, why = metrics.health()
                 self._reply(200 if healthy else 503, "text/plain; charset=utf-8",
                             (why + "\n").encode())
+            elif path == "/" and page is not None:
+                code, html = page()
+                self._reply(code, "text/html; charset=utf-8", html.encode())
             else:
                 self._reply(404, "text/plain; charset=utf-8", b"try /metrics or /healthz\n")
 

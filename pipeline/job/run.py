@@ -19,6 +19,7 @@ from pipeline.job.options import check_paths
 from pipeline.job.options import local_path
 from pipeline.job.session import build_spark_session
 from pipeline.job.session import stop_spark_session
+from pipeline.job.status_page import StatusPage
 from pipeline.job.supervisor import Supervisor
 from pipeline.read.checkpoint import CheckpointLog
 from pipeline.write.sink import MySQLSink
@@ -88,7 +89,8 @@ def _run_locked(settings: Settings, options: JobOptions, hooks: CommitHooks | No
         writer = BatchWriter(sink, CheckpointLog(spark, location), settings,
                              options.driver_batch_max_bytes, metrics)
         if metrics is not None:
-            metrics.serve(options.metrics_host, options.metrics_port)
+            metrics.serve(options.metrics_host, options.metrics_port,
+                          StatusPage(settings, options, generations))
         if options.verbose:
             spark.streams.addListener(ProgressLogger())
         return Supervisor(spark, sink, writer, options, generations, metrics).run()

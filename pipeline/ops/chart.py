@@ -13,7 +13,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from pipeline.cli import tool_parser
-from pipeline.ops.db import read_or_report
+from pipeline.report.db import read_or_report
 
 
 def fetch_batches(cursor, hours: float) -> list[tuple]:

@@ -31,7 +31,7 @@ from pipeline.cli import tool_parser
 from pipeline.contract import EVENT_FIELDS
 from pipeline.contract import LINE_MAX_BYTES
 from pipeline.contract import printable_name
-from pipeline.ops.db import read_or_report
+from pipeline.report.db import read_or_report
 
 # Names are compared byte for byte: the tables' default collation would merge events_A.csv
 # with events_a.csv.

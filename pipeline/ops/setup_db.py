@@ -35,8 +35,8 @@ from pipeline.config import env_file_path
 from pipeline.config import is_local_host
 from pipeline.config import load_settings
 from pipeline.errors import ConfigError
-from pipeline.ops.db import NotEncrypted
-from pipeline.ops.db import connect
+from pipeline.report.db import NotEncrypted
+from pipeline.report.db import connect
 from pipeline.write.schema import COLUMNS_QUERY
 from pipeline.write.schema import EVENTS_GUARD_FILE
 from pipeline.write.schema import GRANTS_FILE
