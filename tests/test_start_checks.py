@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from pipeline.errors import JobError
+from pipeline.job.cli import JAVA_INT_MAX
+from pipeline.job.cli import parse_args
 from pipeline.job.options import JobOptions
 from pipeline.job.options import check_paths
-from spark_streaming import JAVA_INT_MAX
-from spark_streaming import parse_args
 from tests.support.jobs import run_job
 
 
