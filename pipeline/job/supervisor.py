@@ -121,7 +121,11 @@ class Supervisor:
         """Go on in a fresh generation when a file of the current one cannot be read (only
         then: any other error is left to stop the job); True when it did."""
         damage = self._generations.damage() if self._generations is not None else None
-        if damage is None or self._heals >= MAX_HEALS:
+        if damage is None:
+            return False
+        if self._heals >= MAX_HEALS:
+            log.error("%s, after %d fresh checkpoint generations in this run: check the disk"
+                      " the checkpoint is on", damage, MAX_HEALS)
             return False
         self._heals += 1
         location = self._generations.heal(damage)
