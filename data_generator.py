@@ -16,24 +16,14 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.generate.cli import parse_args
-from pipeline.generate.cli import run
+from pipeline.generate.cli import main as generator_main
 
 PROG = "data_generator.py"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the generator with command-line arguments `argv` (default: sys.argv[1:])."""
-    try:
-        config = parse_args(argv, prog=PROG)
-    except SystemExit as e:  # argparse: --help or a usage error, already printed
-        return e.code if isinstance(e.code, int) else 2
-    try:
-        run(config)
-    except OSError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return generator_main(argv, prog=PROG)
 
 
 if __name__ == "__main__":

@@ -154,7 +154,7 @@ def ours_run(job: JobProcess, server: BenchServer, db: Database, exp: Expected,
 # The job logs "... db N ms ..." per batch, measured by the driver around the commit, so it
 # includes the network that the ledger's write_ms (measured on the server) leaves out. Only a
 # log line: if its wording changes, the figure is simply missing.
-_DB_MS = re.compile(r"INFO batch \d+: .*\bdb (\d+) ms")
+_DB_MS = re.compile(r"INFO (?:\S+: )?batch \d+: .*\bdb (\d+) ms")
 
 
 def _client_db_ms(log_path: Path) -> int | None:

@@ -9,18 +9,21 @@ from __future__ import annotations
 import glob
 import ipaddress
 import os
+import random
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
+from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 
 from pipeline.contract import DEFAULT_EVENT_TYPES
 from pipeline.errors import ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SSL_MODES = ("DISABLED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
 # Modes that do not prove who the server is: only for loopback, or with this explicit opt-in.
 UNVERIFIED_MODES = ("DISABLED", "REQUIRED")
@@ -28,6 +31,11 @@ ALLOW_UNVERIFIED = "MYSQL_ALLOW_UNVERIFIED_TLS"
 DEFAULT_DRIVER_CLASS = "org.mariadb.jdbc.Driver"
 # Where the set-up step puts Debian's MariaDB Connector/J; also found in place if installed.
 SYSTEM_DRIVER_JAR = Path("/usr/share/java/mariadb-java-client.jar")
+# Master URLs Spark 4 parses (SparkContext.createTaskScheduler); anything else fails when
+# the session starts, with a JVM stack trace instead of one line.
+_SPARK_MASTER = re.compile(r"local(\[(\*|[1-9][0-9]*)(\s*,\s*[0-9]+)?\])?"
+                           r"|local-cluster\[\s*[1-9][0-9]*\s*,\s*[1-9][0-9]*\s*,\s*[1-9][0-9]*\s*\]"
+                           r"|spark://\S+|k8s://\S+|yarn")
 
 
 def _is_loopback_address(address: str) -> bool:
@@ -139,9 +147,12 @@ class RetrySettings:
     backoff_s: float = 1.0
     backoff_max_s: float = 30.0
 
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        return min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
+    def delay(self, attempt: int, draw: Callable[[], float] = random.random) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based): the doubling
+        pause, capped, less up to half of it at random (`draw` gives 0..1), so jobs
+        that lost the same server do not all come back in the same second."""
+        pause = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
+        return pause * (0.5 + 0.5 * draw())
 
 
 @dataclass(frozen=True)
@@ -176,8 +187,14 @@ class Settings:
         ]
 
 
+def project_dir() -> Path:
+    """Where `.env` and `jars/` are looked for: the folder the command is started in (the
+    checkout, for the scripts and the demo), as for --source and --checkpoint."""
+    return Path.cwd()
+
+
 def env_file_path() -> Path:
-    return Path(os.environ.get("PIPELINE_ENV_FILE", PROJECT_ROOT / ".env"))
+    return Path(os.environ.get("PIPELINE_ENV_FILE", project_dir() / ".env"))
 
 
 def load_environment(env_file: Path | None = None) -> dict[str, str]:
@@ -275,7 +292,7 @@ def _resolve_driver_jar(reader: _Reader) -> Path:
         if not jar.is_file():
             reader.problems.append(f"JDBC_DRIVER_JAR={jar} does not exist")
         return jar
-    found = sorted(glob.glob(str(PROJECT_ROOT / "jars" / "*.jar")))
+    found = sorted(glob.glob(str(project_dir() / "jars" / "*.jar")))
     if found:
         return Path(found[0])
     if SYSTEM_DRIVER_JAR.is_file():
@@ -284,7 +301,25 @@ def _resolve_driver_jar(reader: _Reader) -> Path:
         "no JDBC driver jar found: run `bash scripts/setup.sh` (puts MariaDB Connector/J in jars/),"
         " or put a driver jar in jars/ or set JDBC_DRIVER_JAR (and JDBC_DRIVER_CLASS)"
     )
-    return PROJECT_ROOT / "jars" / "missing.jar"
+    return project_dir() / "jars" / "missing.jar"
+
+
+def time_zone_problem(name: str) -> str | None:
+    """Why EVENT_TIME_ZONE=`name` cannot be used (None when it can).
+
+    The rules (pipeline.validate.rules) take UTC in any case and look every other name up
+    with ZoneInfo only when a time without an offset arrives: a name ZoneInfo does not know
+    would fail that batch, and every restart, so it is looked up here, the same way, at start.
+    """
+    if name.upper() == "UTC":
+        return None
+    try:
+        ZoneInfo(name)
+        return None
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return (f"EVENT_TIME_ZONE={name!r} is not a time zone this machine knows: use an IANA"
+                " name such as Europe/Berlin or America/New_York (case matters), UTC, or"
+                " Etc/GMT-2 for a fixed UTC+2 (the Etc/ sign is inverted)")
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -309,8 +344,18 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         t.strip() for t in reader.text("EVENT_TYPES", ",".join(DEFAULT_EVENT_TYPES)).split(",")
         if t.strip()
     )
+    if not event_types:
+        reader.problems.append("EVENT_TYPES lists no type: every row would be rejected")
     if any(len(t) > 32 for t in event_types):
         reader.problems.append("EVENT_TYPES: each type must be at most 32 characters")
+    time_zone = reader.text("EVENT_TIME_ZONE", "UTC")
+    zone_problem = time_zone_problem(time_zone)
+    if zone_problem:
+        reader.problems.append(zone_problem)
+    spark_master = reader.env.get("SPARK_MASTER", "").strip() or None
+    if spark_master and not _SPARK_MASTER.fullmatch(spark_master):
+        reader.problems.append(f"SPARK_MASTER={spark_master!r} is not a Spark master URL: use"
+                               " local[*], local[N], spark://HOST:PORT, yarn or k8s://...")
     try:
         url_options = parse_url_options(reader.env.get("JDBC_URL_OPTIONS", ""))
     except ValueError as e:
@@ -330,13 +375,13 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         driver_class=reader.text("JDBC_DRIVER_CLASS", DEFAULT_DRIVER_CLASS),
         jdbc_extra_options="&".join(f"{k}={v}" for k, v in url_options.items()),
         event_types=event_types,
-        source_time_zone=reader.text("EVENT_TIME_ZONE", "UTC"),
+        source_time_zone=time_zone,
         retry=RetrySettings(
             max_attempts=reader.integer("MYSQL_RETRY_ATTEMPTS", 8, 1, 1000),
             backoff_s=reader.number("MYSQL_RETRY_BACKOFF_SECONDS", 1.0, 0.0, 600.0),
             backoff_max_s=reader.number("MYSQL_RETRY_BACKOFF_MAX_SECONDS", 30.0, 0.0, 3600.0),
         ),
-        spark_master=reader.env.get("SPARK_MASTER", "").strip() or None,
+        spark_master=spark_master,
         bulk_load=reader.choice("MYSQL_BULK_LOAD", ("auto", "off"), "auto") == "auto",
         report_user=report_user,
         report_password=report_password,

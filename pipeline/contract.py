@@ -8,6 +8,7 @@ so the generator and the tools load it without starting a JVM.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import datetime
@@ -37,6 +38,45 @@ LINE_BAD_UTF8, LINE_OK, LINE_TOO_LONG = 0, 1, 2
 LINE_END_CRLF, LINE_END_CR = 4, 8
 LINE_STATE_MASK = 3
 
+# -- names as printed and recorded ------------------------------------------------------------
+# What must not reach a log line or a terminal as it is: C0 controls (a newline would start
+# a forged log line, ESC a terminal sequence), DEL, C1 controls, Unicode line and paragraph
+# separators, bidirectional overrides, and lone surrogates: Python's surrogateescape form of
+# a name's bytes that are not UTF-8 (os.listdir gives b"caf\xe9" as "caf\udce9").
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+                          "\ud800-\udfff]")
+
+
+def _escaped(match: re.Match) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # the byte surrogateescape stands for
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable_name(name: str) -> str:
+    """`name` safe to print on one line: every character above as a backslash escape
+    (newline \\x0a, ESC \\x1b, U+2028 \\u2028, the byte 0xE9 of a Latin-1 name \\xe9).
+    Everything else, a backslash included, is kept, so printing twice changes nothing."""
+    return _UNPRINTABLE.sub(_escaped, name)
+
+
+def is_utf8_name(name: str) -> bool:
+    """False for a name (from os.listdir) whose bytes are not UTF-8: Spark never lists it,
+    and no UTF-8 column can hold it as it is."""
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def recorded_name(name: str) -> str:
+    """The name `ingest_files` holds: the name itself, or, when its bytes are not UTF-8,
+    its printable form (and `FilePayload.name_bytes` keeps the bytes for its key)."""
+    return name if is_utf8_name(name) else printable_name(name)
+
+
 # -- what a record becomes, and why ------------------------------------------------------------
 KIND_EVENT, KIND_REJECTED, KIND_HEADER, KIND_BLANK = "event", "rejected", "header", "blank"
 # A chunk kind from Spark tasks: the file is refused as a whole, payload JSON [reason, detail].
@@ -59,7 +99,7 @@ REJECT_REASONS = (
 )
 # Reason codes for a file quarantined as a whole (ingest_files.status_reason).
 FILE_REASONS = ("symlink", "not_a_regular_file", "unreadable", "changed_while_read",
-                "database_rejected", "bad_header")
+                "database_rejected", "bad_header", "bad_file_name")
 FILE_LOADED, FILE_MISSING, FILE_QUARANTINED = "loaded", "missing", "quarantined"
 
 # How a chunk of checked events is written: JSON for INSERT ... JSON_TABLE, TSV for LOAD DATA.
@@ -98,11 +138,14 @@ class FilePayload:
     detail: str | None = None
     # reason -> rejected rows (the job's metrics); a quarantined file counts once, whole.
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    # The name's own bytes when they are not UTF-8 (`source_file` holds them escaped): its
+    # key comes from them, so it never equals the key of a file whose name is that escape.
+    name_bytes: bytes | None = None
 
     @property
     def key(self) -> str:
         """The file's identity in `ingest_files`, whatever happens to the checkpoint."""
-        return sha256(self.source_file.encode("utf-8")).hexdigest()
+        return sha256(self.name_bytes or self.source_file.encode("utf-8")).hexdigest()
 
     @property
     def missing(self) -> bool:

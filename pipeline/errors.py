@@ -52,3 +52,13 @@ class SinkBusy(PipelineError):
 
 class TablesUnreadable(PipelineError):
     """A reporting command could not read the pipeline tables; the message says why."""
+
+
+class CheckpointDamaged(PipelineError):
+    """A file of Spark's checkpoint cannot be read (empty, cut short, not what Spark wrote):
+    what a power cut can leave, since Spark renames its files without an fsync."""
+
+    def __init__(self, path: str, problem: str):
+        super().__init__(f"checkpoint file {path} {problem}")
+        self.path = path
+        self.problem = problem

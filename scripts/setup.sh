@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
 # Prepare this checkout on a fresh machine; safe to run again (it only does what is missing).
-#   bash scripts/setup.sh            Java, project venv (.venv) from requirements.txt, JDBC jar
+#   bash scripts/setup.sh            Java, project venv (.venv) from requirements.lock, JDBC jar
 #   bash scripts/setup.sh --with-db  also: a local MariaDB running, .env, database/tables/user
+#   bash scripts/setup.sh --for-tests  the venv from requirements-dev.lock, and the tools only
+#                                    the tests use (promtool, Chromium)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 WITH_DB=0
-[ "${1:-}" = "--with-db" ] && WITH_DB=1
+FOR_TESTS=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-db) WITH_DB=1 ;;
+    --for-tests) FOR_TESTS=1 ;;
+    *) echo "[setup] unknown option $arg (known: --with-db, --for-tests)" >&2; exit 2 ;;
+  esac
+done
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 APT_UPDATED=0
@@ -22,20 +31,48 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive "${runner[@]}" apt-get install -y -qq "$@" >/dev/null
 }
 
-# 1. Java 17 for Spark.
-command -v java >/dev/null || apt_install openjdk-17-jre-headless
+# The first of these Debian/Ubuntu packages that the release has: Spark 4 needs Java 17+.
+jdk_package() {
+  local name
+  for name in openjdk-17-jre-headless openjdk-21-jre-headless openjdk-25-jre-headless; do
+    # Read it whole first: grep -q would close the pipe early and fail it under pipefail.
+    if [[ "$(apt-cache policy "$name" 2>/dev/null)" == *"Candidate: "[0-9]* ]]; then
+      echo "$name"; return 0
+    fi
+  done
+  echo "[setup] no OpenJDK 17, 21 or 25 package here: install Java 17 or newer" >&2
+  return 1
+}
 
-# 2. Project-local virtual environment, rebuilt only when requirements.txt changes.
+# python3 -m venv needs ensurepip, which stock Debian and Ubuntu keep in python3-venv.
+venv_ready() { python3 -c 'import ensurepip, venv' >/dev/null 2>&1; }
+
+[ "${SETUP_FUNCTIONS_ONLY:-0}" = 1 ] && return 0 2>/dev/null
+
+# 1. Java 17+ for Spark.
+if ! command -v java >/dev/null; then
+  [ "$APT_UPDATED" = 0 ] && [ "$(id -u)" -eq 0 ] && { apt-get update -qq; APT_UPDATED=1; }
+  apt_install "$(jdk_package)"
+fi
+
+# 2. Project-local virtual environment from the lock file, with every package's hash checked:
+#    requirements.lock (what the job needs), or requirements-dev.lock with --for-tests (tests
+#    and lint too). Installed again only when the lock changes.
+lock=requirements.lock
+[ "$FOR_TESTS" = 1 ] && lock=requirements-dev.lock
 if [ ! -x .venv/bin/python ]; then
+  venv_ready || apt_install python3-venv
   say "creating .venv"
   python3 -m venv .venv
 fi
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
+want=$(sha256sum "$lock" | cut -d' ' -f1)
 have=$(cat .venv/.requirements.sha256 2>/dev/null || true)
+# The dev lock holds every runtime package too: a venv made for tests serves the job as it is.
+[ "$have" = "$(sha256sum requirements-dev.lock | cut -d' ' -f1)" ] && want=$have
 if [ "$want" != "$have" ]; then
-  say "installing requirements.txt into .venv (pyspark is large: a few minutes the first time)"
+  say "installing $lock into .venv (pyspark is large: a few minutes the first time)"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -r requirements.txt
+  .venv/bin/python -m pip install -q --require-hashes -r "$lock"
   echo "$want" > .venv/.requirements.sha256
 fi
 
@@ -46,9 +83,27 @@ if ! ls jars/*.jar >/dev/null 2>&1; then
   say "driver jar: jars/mariadb-java-client.jar"
 fi
 
+# 4. Test tools: promtool (checks the alert rules and the metrics page) from Debian's
+#    prometheus package, unpacked into .venv/bin rather than installed, so no Prometheus
+#    server is set up or started on this machine.
+if [ "$FOR_TESTS" = 1 ] && [ ! -x .venv/bin/promtool ]; then
+  command -v apt-get >/dev/null || { echo "[setup] no apt-get here: put promtool in .venv/bin" >&2; exit 1; }
+  [ "$APT_UPDATED" = 0 ] && { apt-get update -qq || sudo apt-get update -qq; APT_UPDATED=1; }
+  say "unpacking promtool from Debian's prometheus package into .venv/bin"
+  unpack=$(mktemp -d)
+  (cd "$unpack" && apt-get download -qq prometheus 2>/dev/null && dpkg-deb -x prometheus_*.deb root)
+  cp "$unpack/root/usr/bin/promtool" .venv/bin/promtool
+  rm -rf "$unpack"
+fi
+
+# 5. A real browser for the status page's test: Debian's Chromium, headless.
+if [ "$FOR_TESTS" = 1 ] && ! command -v chromium >/dev/null; then
+  apt_install chromium
+fi
+
 [ "$WITH_DB" = 1 ] || exit 0
 
-# 4. Configuration: a .env for the local demo with fresh random passwords for the job's and the
+# 6. Configuration: a .env for the local demo with fresh random passwords for the job's and the
 #    reporting account. umask 077 in the subshell: the file is private from its first byte.
 if [ ! -f .env ]; then
   secret() { .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(18))'; }
@@ -60,7 +115,7 @@ if [ ! -f .env ]; then
   say "wrote .env (local MariaDB; accounts 'pipeline' and 'pipeline_report' with random passwords)"
 fi
 
-# 5. A local database server (only when .env points at this machine and none answers). The
+# 7. A local database server (only when .env points at this machine and none answers). The
 #    admin account never goes into .env: the local demo's root (no password, as Debian sets
 #    it up) is handed to setup_db in its own environment only. For any other server, setup_db
 #    asks for the admin's password (or takes MYSQL_ADMIN_USER/MYSQL_ADMIN_PASSWORD from the

@@ -6,7 +6,7 @@
 # TEST_MYSQL_PORT, TEST_MYSQL_USER, TEST_MYSQL_PASSWORD. Each test gets its own database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --for-tests
 host=${TEST_MYSQL_HOST:-127.0.0.1}
 if [[ "$host" == 127.* || "$host" == localhost ]] && command -v mariadbd >/dev/null \
    && ! (echo > "/dev/tcp/127.0.0.1/${TEST_MYSQL_PORT:-3306}") 2>/dev/null; then

@@ -236,3 +236,50 @@ def test_reporting_account_settings():
         settings(MYSQL_REPORT_USER="reporter")
     with pytest.raises(ConfigError, match="must differ from MYSQL_USER"):
         settings(MYSQL_REPORT_USER="pipeline", MYSQL_REPORT_PASSWORD="x")
+
+
+# What a batch does with the zone: the rules' own parser, on a time without an offset.
+LOCAL_TIME = "2026-03-29 02:30:00"
+
+
+@pytest.mark.parametrize("zone", ["UTC", "utc", "Europe/Berlin", "America/New_York",
+                                  "Etc/GMT-2", "Asia/Kolkata"])
+def test_a_time_zone_accepted_at_start_works_in_a_batch(zone):
+    from pipeline.validate.rules import parse_event_time
+
+    assert settings(EVENT_TIME_ZONE=zone).source_time_zone == zone
+    assert parse_event_time(LOCAL_TIME, zone) is not None
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berln", "europe/berlin", "Europe", "+02:00",
+                                  "../etc/passwd", "/etc/localtime", "zone.tab", "Mars/Olympus"])
+def test_a_time_zone_refused_at_start_is_one_that_would_fail_a_batch(zone):
+    from pipeline.validate.rules import parse_event_time
+
+    with pytest.raises(ConfigError) as e:
+        settings(EVENT_TIME_ZONE=zone)
+    assert str(e.value).count("\n  - ") == 1
+    assert f"EVENT_TIME_ZONE={zone!r} is not a time zone" in str(e.value)
+    # The case the start-up check exists for: the batch would have failed on every restart.
+    with pytest.raises(Exception):  # noqa: B017 - whatever ZoneInfo raises for this name
+        parse_event_time(LOCAL_TIME, zone)
+
+
+def test_no_event_type_at_all_is_refused():
+    with pytest.raises(ConfigError, match="EVENT_TYPES lists no type"):
+        settings(EVENT_TYPES=" , ,")
+
+
+@pytest.mark.parametrize("master", ["local", "local[*]", "local[2]", "local[2,3]",
+                                    "local[*, 4]", "local-cluster[2, 1, 1024]",
+                                    "spark://127.0.0.1:7077", "spark://a:7077,b:7077", "yarn",
+                                    "k8s://https://10.0.0.1:6443"])
+def test_spark_master_urls_spark_parses_are_accepted(master):
+    assert settings(SPARK_MASTER=master).spark_master == master
+
+
+@pytest.mark.parametrize("master", ["local[0]", "locale", "local[two]", "spark:7077",
+                                    "127.0.0.1:7077", "mesos://m:5050", "spark://"])
+def test_other_spark_masters_are_refused_at_start(master):
+    with pytest.raises(ConfigError, match="is not a Spark master URL"):
+        settings(SPARK_MASTER=master)

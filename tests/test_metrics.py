@@ -3,16 +3,67 @@ the same batches wrote."""
 
 from __future__ import annotations
 
+import platform
 import signal
 import socket
+import subprocess
 import time
+import urllib.error
 import urllib.request
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline import __version__
+from pipeline.contract import FILE_REASONS
+from pipeline.contract import REJECT_REASONS
+from pipeline.job.metrics import JobMetrics
+from tests.support.jobs import PYTHON
+from tests.support.jobs import ROOT
 from tests.support.jobs import kill_group
 from tests.support.jobs import run_generator
 from tests.support.jobs import start_job
+
+# Unpacked by `scripts/setup.sh --for-tests` (scripts/test.sh) beside the venv's Python.
+PROMTOOL = Path(PYTHON).parent / "promtool"
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, response.read().decode("utf-8")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8")
+
+
+def promtool_check_metrics(port: int) -> str:
+    """What `promtool check metrics` finds wrong with the page (empty: nothing)."""
+    page = get(port, "/metrics")[1]
+    result = subprocess.run([str(PROMTOOL), "check", "metrics"], input=page, text=True,
+                            capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return (result.stdout + result.stderr).strip()
+
+
+def test_the_alert_rules_are_valid_and_fire_when_they_should():
+    for args in (("check", "rules", "config/alerts.yml"),
+                 ("test", "rules", "tests/prometheus/alerts_test.yml")):
+        result = subprocess.run([str(PROMTOOL), *args], cwd=ROOT, capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_healthz_says_503_while_files_wait_and_nothing_commits():
+    metrics = JobMetrics(stale_after_s=0)
+    port = free_port()
+    metrics.serve("127.0.0.1", port)
+    assert get(port, "/healthz") == (200, "ok: 0 file(s) waiting, last commit 0s ago\n")
+    metrics.set_backlog(3, 42.0)
+    time.sleep(0.01)
+    code, text = get(port, "/healthz")
+    assert code == 503 and text.startswith("3 file(s) waiting and no commit for")
+    assert get(port, "/nowhere")[0] == 404
+    assert promtool_check_metrics(port) == ""
 
 
 def free_port() -> int:
@@ -61,8 +112,8 @@ def test_the_metrics_agree_with_the_tables(tmp_path, database):
             if loaded == 8:
                 samples = scrape(port)
                 # The gauges follow every few seconds; counters at each commit.
-                if samples.get(("pipeline_backlog_files", ())) == 0 and \
-                        samples[("pipeline_batches_total", ())] == \
+                if samples.get(("events_pipeline_backlog_files", ())) == 0 and \
+                        samples[("events_pipeline_batches_total", ())] == \
                         database.query("SELECT count(*) FROM ingest_batches")[0][0]:
                     break
             time.sleep(0.5)
@@ -70,25 +121,34 @@ def test_the_metrics_agree_with_the_tables(tmp_path, database):
         def one(sql: str) -> int:
             return int(database.query(sql)[0][0] or 0)
 
-        assert samples[("pipeline_rows_written_total", ())] == one(
+        assert samples[("events_pipeline_rows_written_total", ())] == one(
             "SELECT count(*) FROM events")
-        assert samples[("pipeline_rows_duplicate_total", ())] == one(
+        assert samples[("events_pipeline_rows_duplicate_total", ())] == one(
             "SELECT sum(rows_duplicate) FROM ingest_files") == 1
-        assert samples[("pipeline_rows_read_total", ())] == one(
+        assert samples[("events_pipeline_rows_read_total", ())] == one(
             "SELECT sum(rows_read) FROM ingest_files")
         rejected = dict(database.query("SELECT reason, count(*) FROM events_rejected"
                                        " GROUP BY reason"))
-        assert by_label(samples, "pipeline_rows_rejected_total", "reason") == rejected
+        assert by_label(samples, "events_pipeline_rows_rejected_total", "reason") == rejected
         assert {"missing_user_id", "bad_price", "invalid_utf8",
                 "not_a_regular_file"} <= rejected.keys()
         files = dict(database.query("SELECT status, count(*) FROM ingest_files GROUP BY status"))
-        assert by_label(samples, "pipeline_files_total", "status") == files
+        assert by_label(samples, "events_pipeline_files_total", "status") == files
         assert files == {"loaded": 7, "quarantined": 1}
-        durations = samples[("pipeline_batch_duration_seconds_count", ())]
-        assert durations == samples[("pipeline_batches_total", ())]
-        assert samples[("pipeline_last_commit_timestamp_seconds", ())] > 0
-        assert samples[("pipeline_seconds_since_last_commit", ())] >= 0
-        assert samples[("pipeline_db_retries_total", ())] == 0
+        durations = samples[("events_pipeline_batch_duration_seconds_count", ())]
+        assert durations == samples[("events_pipeline_batches_total", ())]
+        assert samples[("events_pipeline_last_commit_timestamp_seconds", ())] > 0
+        assert not [name for name, _ in samples if name.endswith("_created")]
+        known = {dict(labels)["reason"] for name, labels in samples
+                 if name == "events_pipeline_rows_rejected_total"}
+        assert set(REJECT_REASONS) | set(FILE_REASONS) <= known
+        assert samples[("process_resident_memory_bytes", ())] > 0
+        build = [dict(labels) for name, labels in samples if name == "events_pipeline_build_info"]
+        assert build == [{"version": __version__, "spark": "4.1.1",
+                          "python": platform.python_version()}]
+        assert promtool_check_metrics(port) == ""
+        assert get(port, "/healthz")[0] == 200
+        assert samples[("events_pipeline_db_retries_total", ())] == 0
         job.send_signal(signal.SIGTERM)
         assert job.wait(timeout=120) == 0
     finally:

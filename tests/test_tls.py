@@ -278,3 +278,14 @@ def test_a_certificate_for_another_name_passes_verify_ca(wrong_name_server, tmp_
     assert "over TLSv1." in output
     assert tool.returncode == 0, tool.stderr
     assert '"events_total": 42' in tool.stdout
+
+
+@pytest.mark.parametrize("mode", ["REQUIRED", "VERIFY_CA"])
+def test_the_job_names_a_server_without_tls_as_a_tls_problem(plain_server, tls_server, mode,
+                                                             tmp_path):
+    _server, db, _log = plain_server
+    done = run_tls_job(db, tmp_path, MYSQL_SSL_MODE=mode, MYSQL_SSL_CA=str(tls_server["ca"]))
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "offers no TLS" in done.stderr and f"MYSQL_SSL_MODE={mode}" in done.stderr, \
+        done.stderr[-3000:]
+    assert "cannot reach" not in done.stderr and "Traceback" not in done.stderr

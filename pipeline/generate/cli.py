@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
 
+from pipeline.cli import add_version
 from pipeline.generate.events import DEFAULT_EVENTS_PER_FILE
 from pipeline.generate.events import DEFAULT_INTERVAL
 from pipeline.generate.events import DEFAULT_NULL_USER_RATE
@@ -244,6 +245,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                              " is at START + k*interval, making event times deterministic")
     parser.add_argument("--quiet", action="store_true",
                         help="no line per file, only the summary")
+    add_version(parser)
     return parser
 
 
@@ -266,3 +268,17 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> Genera
         parser.error(f"argument --output-dir: cannot write to {str(args.output_dir)!r}:"
                      f" {e.strerror or e}")
     return GeneratorConfig(**vars(args))
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run the generator with command-line arguments `argv` (default: sys.argv[1:])."""
+    try:
+        config = parse_args(argv, prog=prog)
+    except SystemExit as e:  # argparse: --help, --version or a usage error, already printed
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        run(config)
+    except OSError as e:
+        print(f"{prog or 'events-generator'}: error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -30,7 +30,9 @@ from pipeline.contract import EVENTS_TSV
 from pipeline.contract import BatchPayload
 from pipeline.contract import BatchResult
 from pipeline.contract import FilePayload
+from pipeline.contract import printable_name
 from pipeline.errors import BatchRejected
+from pipeline.errors import CheckpointDamaged
 from pipeline.errors import FileRefused
 from pipeline.errors import SinkError
 from pipeline.errors import StopRequested
@@ -104,7 +106,7 @@ class BatchWriter:
                 raise StopRequested(f"batch {batch_id} not started: stopping")
             try:
                 self._write(batch_df, batch_id)
-            except SinkError as e:
+            except (SinkError, CheckpointDamaged) as e:
                 self.last_error = str(e)
                 raise
             except Exception as e:
@@ -148,9 +150,11 @@ class BatchWriter:
             self._metrics.record_batch(batch, result)
         log_batch(batch, result, route)
 
-    def record_refused_entry(self, name: str, reason: str, detail: str) -> None:
-        """Quarantine an entry of the source folder that no batch will ever hold."""
-        entry = FilePayload(name, None)
+    def record_refused_entry(self, name: str, reason: str, detail: str,
+                             name_bytes: bytes | None = None) -> None:
+        """Quarantine an entry of the source folder that no batch will ever hold
+        (`name_bytes`: the name's bytes when they are not UTF-8, `name` then escapes them)."""
+        entry = FilePayload(name, None, name_bytes=name_bytes)
         entry.quarantine(reason, detail)
         batch = BatchPayload(self._query_id, -1, [entry], datetime.now(UTC), 0)
         with self._lock:
@@ -180,7 +184,7 @@ class BatchWriter:
                 f.quarantine(e.reason if isinstance(e, FileRefused) else "database_rejected",
                              str(e))
                 log.warning("batch %d: %s quarantined as a whole: %s", batch.batch_id,
-                            f.source_file, e)
+                            printable_name(f.source_file), e)
                 skipped |= self._commit_one_file(batch, f).skipped_keys
         return replace(self._sink.commit_ledger(batch), files_skipped=len(skipped),
                        skipped_keys=frozenset(skipped))

@@ -16,6 +16,10 @@ Layout under the --checkpoint folder (local checkpoints only):
     <root>/                  generation 0: Spark's own entries (offsets/, sources/, ...)
     <root>/generation        the current generation's number (absent: 0)
     <root>/generation-<n>/   generation n >= 1
+    <root>/damaged-<n>-<time>/  generation n, set aside because Spark could not read it
+
+A damaged checkpoint (a file left empty or cut short by a power cut) heals the same way: the
+job goes on in a fresh generation, and the damaged one is kept for inspection.
 """
 
 from __future__ import annotations
@@ -24,14 +28,18 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
+from datetime import UTC
+from datetime import datetime
 from pathlib import Path
 
 from pipeline.contract import CommitHooks
+from pipeline.read.checkpoint_files import find_damage
 
 log = logging.getLogger(__name__)
 
 POINTER_FILE = "generation"
 FOLDER_PREFIX = "generation-"
+DAMAGED_PREFIX = "damaged-"
 # What Spark writes at a checkpoint's top level: generation 0's part of the root.
 SPARK_ENTRIES = ("metadata", ".metadata.crc", "offsets", "commits", "sources", "state")
 
@@ -41,17 +49,34 @@ def generation_folder(root: Path, generation: int) -> Path:
     return root if generation == 0 else root / f"{FOLDER_PREFIX}{generation}"
 
 
+class PointerDamaged(ValueError):
+    """The `generation` file holds no number: left empty or garbled by a crash."""
+
+
 def read_generation(root: Path) -> int:
     """The current generation (0 when the job never rotated this checkpoint)."""
     try:
         text = (root / POINTER_FILE).read_text(encoding="ascii").strip()
     except FileNotFoundError:
         return 0
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError:
+        raise PointerDamaged(f"checkpoint file {root / POINTER_FILE} is not text (garbled)"
+                             ) from None
+    except OSError as e:
         raise ValueError(f"{root / POINTER_FILE} cannot be read ({e})") from None
+    if not text:
+        raise PointerDamaged(f"checkpoint file {root / POINTER_FILE} is empty")
     if not text.isdigit():
-        raise ValueError(f"{root / POINTER_FILE} holds {text[:40]!r}, not a generation number")
+        raise PointerDamaged(f"checkpoint file {root / POINTER_FILE} holds {text[:40]!r},"
+                             " not a generation number")
     return int(text)
+
+
+def highest_generation(root: Path) -> int:
+    """The highest generation with a folder under `root` (0 when there is none)."""
+    numbers = [int(p.name[len(FOLDER_PREFIX):]) for p in root.glob(f"{FOLDER_PREFIX}*")
+               if p.name[len(FOLDER_PREFIX):].isdigit()]
+    return max(numbers, default=0)
 
 
 def files_logged(checkpoint: Path) -> int:
@@ -146,8 +171,15 @@ class CheckpointGenerations:
 
     def __init__(self, root: Path, hooks: CommitHooks | None = None):
         self.root = root
-        self.current = read_generation(root)
         self._hooks = hooks
+        self._pointer_damage: str | None = None
+        try:
+            self.current = read_generation(root)
+        except PointerDamaged as e:
+            # Which generation was current is lost: `damage` reports it and `heal` starts
+            # past every generation there is.
+            self._pointer_damage = str(e)
+            self.current = highest_generation(root)
 
     @property
     def location(self) -> Path:
@@ -160,6 +192,13 @@ class CheckpointGenerations:
 
     def switch(self) -> Path:
         """Make a fresh generation current; the old one stays until `retire_old`."""
+        old, folder = self.current, self._new_generation()
+        log.info("checkpoint rotated: generation %d in %s (generation %d is removed after"
+                 " the first commit)", self.current, folder, old)
+        self._hook("switched")
+        return folder
+
+    def _new_generation(self) -> Path:
         new = self.current + 1
         folder = generation_folder(self.root, new)
         if folder.exists():
@@ -167,11 +206,51 @@ class CheckpointGenerations:
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         _write_atomically(self.root / POINTER_FILE, f"{new}\n")
-        log.info("checkpoint rotated: generation %d in %s (generation %d is removed after"
-                 " the first commit)", new, folder, self.current)
         self.current = new
-        self._hook("switched")
+        self._pointer_damage = None
         return folder
+
+    def damage(self) -> str | None:
+        """What Spark (or the job) could not read in the current generation, or None."""
+        if self._pointer_damage is not None:
+            return self._pointer_damage
+        found = find_damage(self.location)
+        return None if found is None else str(found)
+
+    def heal(self, damage: str) -> Path:
+        """Go on in a fresh generation after `damage`; the damaged one is set aside.
+
+        The pointer moves first: killed before the damaged generation is set aside, it is
+        then only an old generation, removed after the first commit like any other.
+        """
+        pointer_damaged = self._pointer_damage is not None
+        damaged, folder = self.current, self._new_generation()
+        if pointer_damaged:
+            # No generation is known to be damaged: the earlier ones go as after a rotation.
+            kept = "the earlier generations are removed after its first commit"
+        else:
+            kept = f"the damaged one is kept in {self._set_aside(damaged)} for inspection"
+        log.warning("%s: going on in a fresh checkpoint generation %d in %s (files loaded"
+                    " before are skipped by the ledger); %s", damage, self.current, folder,
+                    kept)
+        return folder
+
+    def _set_aside(self, generation: int) -> Path:
+        """Move a damaged generation where retire_old never looks."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        aside = self.root / f"{DAMAGED_PREFIX}{generation}-{stamp}"
+        suffix = 1
+        while aside.exists():
+            aside = self.root / f"{DAMAGED_PREFIX}{generation}-{stamp}-{suffix}"
+            suffix += 1
+        if generation > 0:
+            os.replace(generation_folder(self.root, generation), aside)
+            return aside
+        aside.mkdir()
+        for name in SPARK_ENTRIES:  # generation 0 shares the root with the others
+            if (self.root / name).exists():
+                os.replace(self.root / name, aside / name)
+        return aside
 
     def old_generations(self) -> list[Path]:
         """What is left of earlier generations (removed once the current one commits)."""

@@ -33,6 +33,7 @@ from pipeline.contract import FILE_QUARANTINED
 from pipeline.contract import KIND_REFUSED
 from pipeline.contract import Chunk
 from pipeline.contract import FilePayload
+from pipeline.contract import printable_name
 from pipeline.errors import BatchRejected
 from pipeline.errors import FileRefused
 from pipeline.errors import JobError
@@ -110,11 +111,12 @@ def checked_chunks(source: SourceFile, target: FilePayload, settings: Settings,
         local = LocalFile(source.local_path)
     except FileNotFoundError:
         target.mark_missing()
-        log.warning("%s disappeared before it could be read; recorded as missing", source.name)
+        log.warning("%s disappeared before it could be read; recorded as missing",
+                    printable_name(source.name))
         return
     except FileRefused as e:
         target.quarantine(e.reason, e.detail)
-        log.warning("%s quarantined as a whole: %s", source.name, e)
+        log.warning("%s quarantined as a whole: %s", printable_name(source.name), e)
         return
     if local.size < COLUMNAR_MIN_BYTES:
         chunks = file_chunks(local.lines(), settings.event_types, settings.source_time_zone,
@@ -147,7 +149,7 @@ def read_local_payload(source: SourceFile, settings: Settings, chunk_bytes: int
             payload.add(kind, rows, text)
     except FileRefused as e:
         payload.quarantine(e.reason, e.detail)
-        log.warning("%s quarantined as a whole: %s", source.name, e)
+        log.warning("%s quarantined as a whole: %s", printable_name(source.name), e)
     return payload
 
 
@@ -185,14 +187,15 @@ def _finish(source: SourceFile, target: FilePayload, had_rows: bool,
     if not had_rows and not checkpoint.exists(source.uri):
         target.mark_missing()
         log.warning("%s disappeared before it could be read; recorded as missing",
-                    source.name)
+                    printable_name(source.name))
     elif source.local_path is not None:
         # Described by a second read of the file on the driver (Spark's read gives no
         # bytes back): a file that changed in between shows in reconcile, not here.
         try:
             target.facts = file_facts(source.local_path)
         except (FileRefused, FileNotFoundError) as e:
-            log.warning("%s: no size, lines and hash recorded: %s", source.name, e)
+            log.warning("%s: no size, lines and hash recorded: %s",
+                        printable_name(source.name), e)
 
 
 def executors_alive(batch_df: DataFrame) -> bool:

@@ -12,11 +12,14 @@ from pipeline.contract import CommitHooks
 from pipeline.errors import JobError
 from pipeline.job.batch import BatchWriter
 from pipeline.job.generations import CheckpointGenerations
+from pipeline.job.lock import checkpoint_lock
 from pipeline.job.metrics import JobMetrics
 from pipeline.job.options import JobOptions
 from pipeline.job.options import check_paths
 from pipeline.job.options import local_path
 from pipeline.job.session import build_spark_session
+from pipeline.job.session import stop_spark_session
+from pipeline.job.status_page import StatusPage
 from pipeline.job.supervisor import Supervisor
 from pipeline.read.checkpoint import CheckpointLog
 from pipeline.write.sink import MySQLSink
@@ -64,6 +67,12 @@ def checkpoint_generations(options: JobOptions, hooks: CommitHooks | None
 def run(settings: Settings, options: JobOptions, hooks: CommitHooks | None = None) -> int:
     """Run the job until the source is drained (--once) or a signal stops it. Exit code."""
     options = check_paths(options)
+    # Before Spark starts: a second job on the checkpoint stops at once, in one line.
+    with checkpoint_lock(local_path(options.checkpoint)):
+        return _run_locked(settings, options, hooks)
+
+
+def _run_locked(settings: Settings, options: JobOptions, hooks: CommitHooks | None) -> int:
     spark = build_spark_session(settings, options.verbose, options.prometheus,
                                 local_checkpoint=local_path(options.checkpoint) is not None,
                                 local_source=local_path(options.source) is not None)
@@ -80,10 +89,11 @@ def run(settings: Settings, options: JobOptions, hooks: CommitHooks | None = Non
         writer = BatchWriter(sink, CheckpointLog(spark, location), settings,
                              options.driver_batch_max_bytes, metrics)
         if metrics is not None:
-            metrics.serve(options.metrics_host, options.metrics_port)
+            metrics.serve(options.metrics_host, options.metrics_port,
+                          StatusPage(settings, options, generations))
         if options.verbose:
             spark.streams.addListener(ProgressLogger())
         return Supervisor(spark, sink, writer, options, generations, metrics).run()
     finally:
         sink.close()
-        spark.stop()
+        stop_spark_session(spark)

@@ -31,12 +31,16 @@ from pipeline.job.policy import OVERLOAD_CALM_S
 from pipeline.job.policy import CatchUpPolicy
 from pipeline.job.policy import Phase
 from pipeline.job.session import QUERY_NAME
+from pipeline.job.session import forward_jvm_signals
 from pipeline.job.session import quiet_refusals
 from pipeline.read.checkpoint import CheckpointLog
 from pipeline.read.spark_source import read_lines
 from pipeline.write.sink import MySQLSink
 
 log = logging.getLogger(__name__)
+
+# Fresh generations one process starts for damaged ones; past that the disk itself is suspect.
+MAX_HEALS = 3
 
 
 def start_query(spark: SparkSession, writer: BatchWriter, options: JobOptions,
@@ -78,6 +82,7 @@ class Supervisor:
         self._started_at = time.time()
         self._ignored = IgnoredFileReporter(options, writer.record_refused_entry)
         self._announced = False
+        self._heals = 0
 
     @property
     def _checkpoint(self) -> str:
@@ -89,6 +94,7 @@ class Supervisor:
     def run(self) -> int:
         previous = {s: signal.signal(s, self._request_stop)
                     for s in (signal.SIGINT, signal.SIGTERM)}
+        restore_jvm_signals = forward_jvm_signals(self._spark, self._request_stop)
         try:
             while True:
                 backlog = self._backlog()
@@ -99,6 +105,7 @@ class Supervisor:
                     self._retire_old_generations()
                     return outcome
         finally:
+            restore_jvm_signals()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
@@ -109,6 +116,23 @@ class Supervisor:
         relisted = self._rotation.relisted
         self._rotation.started(0, self._writer.files_taken)
         return relisted
+
+    def _heal_if_damaged(self) -> bool:
+        """Go on in a fresh generation when a file of the current one cannot be read (only
+        then: any other error is left to stop the job); True when it did."""
+        damage = self._generations.damage() if self._generations is not None else None
+        if damage is None:
+            return False
+        if self._heals >= MAX_HEALS:
+            log.error("%s, after %d fresh checkpoint generations in this run: check the disk"
+                      " the checkpoint is on", damage, MAX_HEALS)
+            return False
+        self._heals += 1
+        location = self._generations.heal(damage)
+        self._writer.use_checkpoint(CheckpointLog(self._spark, str(location)))
+        self._writer.last_error = None
+        self._rotation.started(0, self._writer.files_taken)
+        return True
 
     def _retire_old_generations(self) -> None:
         if self._generations is not None:
@@ -153,6 +177,7 @@ class Supervisor:
         policy, options = self._policy, self._options
         self._writer.reopen()
         if self._generations is not None:
+            self._heal_if_damaged()
             self._retire_old_generations()
             self._rotation.started(files_logged(self._generations.location),
                                    self._writer.files_taken)
@@ -178,6 +203,8 @@ class Supervisor:
             return self._stop_between_batches(query)
         exception = query.exception()
         if exception is not None:
+            if self._heal_if_damaged():  # Spark failed on a file damaged since the start
+                return None
             log.error("stopped by an error: %s",
                       self._writer.last_error or str(exception).splitlines()[0])
             return 1
@@ -233,8 +260,7 @@ class Supervisor:
         except Exception as e:  # noqa: BLE001 - a gauge left as it was; batches report faults
             log.debug("backlog gauge not updated: %s", e)
             return
-        metrics.backlog_files.set(waiting)
-        metrics.backlog_oldest_age.set(oldest_age)
+        metrics.set_backlog(waiting, oldest_age)
 
     def _stop_between_batches(self, query: StreamingQuery) -> int | None:
         """Let the batch in flight commit, refuse the next, stop: an exit code when the job

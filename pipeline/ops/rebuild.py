@@ -23,7 +23,6 @@ Exit code 0 when every file is loaded or quarantined, 1 when the database refuse
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -38,15 +37,19 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from pipeline.cli import tool_parser
 from pipeline.config import load_settings
 from pipeline.contract import SOURCE_GLOB
 from pipeline.contract import FilePayload
+from pipeline.contract import is_utf8_name
 from pipeline.errors import JobError
 from pipeline.errors import PipelineError
 from pipeline.errors import SinkError
 from pipeline.job.batch import BatchWriter
 from pipeline.job.routes import DRIVER_BATCH_MAX_BYTES
 from pipeline.job.session import build_spark_session
+from pipeline.job.session import stop_spark_session
+from pipeline.logs import configure_logging
 from pipeline.read.checkpoint import SourceFile
 from pipeline.write.sink import MySQLSink
 
@@ -60,7 +63,9 @@ def replay_files(folder: Path, archive: bool) -> list[SourceFile]:
     found = []
     for directory, _dirs, names in os.walk(folder):
         for name in names:
-            if not fnmatch(name, SOURCE_GLOB):
+            # A name that is not UTF-8 is no file Spark lists: the job records it as
+            # quarantined (bad_file_name) from the source folder when it starts.
+            if not fnmatch(name, SOURCE_GLOB) or not is_utf8_name(name):
                 continue
             path = Path(directory) / name
             try:
@@ -146,7 +151,7 @@ def rebuild(archives: list[Path], folders: list[Path], files_per_batch: int,
         return _load(writer, plan, todo, len(files), files_per_batch, progress)
     finally:
         sink.close()
-        spark.stop()
+        stop_spark_session(spark)
 
 
 def _load(writer: BatchWriter, plan: ReplayPlan, todo: list[SourceFile], total: int,
@@ -170,7 +175,7 @@ def _load(writer: BatchWriter, plan: ReplayPlan, todo: list[SourceFile], total: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = tool_parser("pipeline.ops.rebuild", __doc__.split("\n\n")[0])
     parser.add_argument("--archive", action="append", default=[], type=Path, metavar="DIR",
                         help="an archive folder of the job (--archive-dir): files recorded"
                              " under the paths they had before they were archived")
@@ -185,8 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--files-per-batch must be at least 1")
     if not args.archive and not args.folders:
         parser.error("give at least one --archive or --from folder")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr, force=True)
+    configure_logging()
     logging.getLogger("py4j").setLevel(logging.WARNING)
     logging.getLogger("py4j.clientserver").setLevel(logging.CRITICAL)
     signal.signal(signal.SIGTERM, signal.default_int_handler)

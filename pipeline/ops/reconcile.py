@@ -19,7 +19,6 @@ Exit 0 when all hold, 1 when any does not, 2 when the database cannot be read.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
@@ -28,9 +27,11 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 
+from pipeline.cli import tool_parser
 from pipeline.contract import EVENT_FIELDS
 from pipeline.contract import LINE_MAX_BYTES
-from pipeline.ops.db import read_or_report
+from pipeline.contract import printable_name
+from pipeline.report.db import read_or_report
 
 # Names are compared byte for byte: the tables' default collation would merge events_A.csv
 # with events_a.csv.
@@ -160,7 +161,7 @@ def reconcile(cursor, archive_dir: Path | None = None) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = tool_parser("pipeline.ops.reconcile", __doc__.split("\n\n")[0])
     parser.add_argument("--archive-dir", type=Path, metavar="DIR",
                         help="where the job's --clean-source archive moved loaded files")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -175,9 +176,10 @@ def main(argv: list[str] | None = None) -> int:
                           "quarantined": report.quarantined, "problems": report.problems}))
     else:
         for problem in report.problems:
-            print(problem)
+            print(printable_name(problem))
         for name in report.quarantined:
-            print(f"{name}: quarantined as a whole (see ingest_files.status_reason)")
+            print(f"{printable_name(name)}: quarantined as a whole (see"
+                  " ingest_files.status_reason)")
         print(f"{report.files} file(s) checked: "
               + ("every row accounted for" if not report.problems
                  else f"{len(report.problems)} problem(s)")

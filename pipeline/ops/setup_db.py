@@ -16,7 +16,6 @@ resets the accounts' passwords and their grants to exactly those of the sql/ fil
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import ipaddress
 import logging
@@ -30,13 +29,14 @@ from pathlib import Path
 import mysql.connector
 from dotenv import dotenv_values
 
+from pipeline.cli import tool_parser
 from pipeline.config import MySQLSettings
 from pipeline.config import env_file_path
 from pipeline.config import is_local_host
 from pipeline.config import load_settings
 from pipeline.errors import ConfigError
-from pipeline.ops.db import NotEncrypted
-from pipeline.ops.db import connect
+from pipeline.report.db import NotEncrypted
+from pipeline.report.db import connect
 from pipeline.write.schema import COLUMNS_QUERY
 from pipeline.write.schema import EVENTS_GUARD_FILE
 from pipeline.write.schema import GRANTS_FILE
@@ -193,8 +193,8 @@ def _admin_credentials(settings) -> tuple[str, str] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Create database, tables and the pipeline's"
-                                                 " accounts.")
+    parser = tool_parser("pipeline.ops.setup_db",
+                         "Create database, tables and the pipeline's accounts.")
     parser.add_argument("--user-host", default=None,
                         help="host part of the accounts (default: '%%' for a remote server; for"
                              " a local one, the client host the server sees, e.g. 127.0.0.1)")

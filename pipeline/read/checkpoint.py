@@ -21,9 +21,14 @@ from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 
+from pipeline.errors import CheckpointDamaged
+from pipeline.read.checkpoint_files import COMPACT_SUFFIX
+from pipeline.read.checkpoint_files import offsets_problem
+from pipeline.read.checkpoint_files import sources_problem
 from pipeline.read.local import decode_uri
 
-COMPACT_SUFFIX = ".compact"
+# What a damaged file (empty, cut short, garbled) makes the parsing below raise.
+UNPARSABLE = (ValueError, IndexError, KeyError, TypeError)
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,8 @@ class CheckpointLog:
                 return (self._local_root / relative).read_text(encoding="utf-8")
             except FileNotFoundError:
                 return None
+            except UnicodeDecodeError:
+                raise CheckpointDamaged(self._where(relative), "is not text (garbled)") from None
         path = self._jvm.org.apache.hadoop.fs.Path(self._root, relative)
         if not self._fs.exists(path):
             return None
@@ -76,6 +83,10 @@ class CheckpointLog:
             return self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
         finally:
             stream.close()
+
+    def _where(self, relative: str) -> str:
+        root = self._local_root if self._local_root is not None else self._root.toString()
+        return f"{root}/{relative}"
 
     def _names(self, relative: str) -> list[str]:
         if self._local_root is not None:
@@ -88,27 +99,45 @@ class CheckpointLog:
         if text is None:
             raise FileNotFoundError(f"checkpoint has no offsets/{batch_id}")
         # Line 1 is the format version, line 2 batch metadata, then one offset per source.
-        return int(json.loads(text.splitlines()[2])["logOffset"])
+        try:
+            return int(json.loads(text.splitlines()[2])["logOffset"])
+        except UNPARSABLE:
+            raise CheckpointDamaged(self._where(f"offsets/{batch_id}"),
+                                    offsets_problem(text) or "cannot be parsed") from None
 
     def _entries(self, log_offset: int) -> list[dict]:
-        text = self._read(f"sources/0/{log_offset}")
+        relative = f"sources/0/{log_offset}"
+        text = self._read(relative)
         if text is None:
             # Every compactInterval-th entry is `<n>.compact`, holding all entries so far.
-            text = self._read(f"sources/0/{log_offset}{COMPACT_SUFFIX}")
+            relative = f"sources/0/{log_offset}{COMPACT_SUFFIX}"
+            text = self._read(relative)
         if text is None:
-            text = self._latest_compact_after(log_offset)
+            relative, text = self._latest_compact_after(log_offset)
         # A compact file holds every file ever read: parse only the lines that can be ours.
         ours = re.compile(rf'"batchId"\s*:\s*{log_offset}\b').search
-        entries = [json.loads(line) for line in text.splitlines()[1:] if ours(line)]
-        return [e for e in entries if int(e["batchId"]) == log_offset]
+        try:
+            entries = [json.loads(line) for line in text.splitlines()[1:] if ours(line)]
+            entries = [e for e in entries if int(e["batchId"]) == log_offset]
+            for e in entries:
+                e["path"], e["timestamp"] = str(e["path"]), int(e["timestamp"])
+        except UNPARSABLE:
+            raise CheckpointDamaged(self._where(relative),
+                                    sources_problem(text) or "cannot be parsed") from None
+        # None found: an empty or cut file reads as no entries, and would lose the batch.
+        problem = None if entries else sources_problem(text)
+        if problem:
+            raise CheckpointDamaged(self._where(relative), problem)
+        return entries
 
-    def _latest_compact_after(self, log_offset: int) -> str:
+    def _latest_compact_after(self, log_offset: int) -> tuple[str, str]:
         compacts = sorted(int(name[: -len(COMPACT_SUFFIX)]) for name in self._names("sources/0")
                           if name.endswith(COMPACT_SUFFIX))
         later = [n for n in compacts if n >= log_offset]
         if not later:
             raise FileNotFoundError(f"checkpoint file-source log has no entry {log_offset}")
-        return self._read(f"sources/0/{later[0]}{COMPACT_SUFFIX}") or ""
+        relative = f"sources/0/{later[0]}{COMPACT_SUFFIX}"
+        return relative, self._read(relative) or ""
 
     def exists(self, path: str) -> bool:
         """Whether a source file is still there (any Hadoop file system)."""

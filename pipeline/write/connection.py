@@ -70,6 +70,14 @@ def is_transient(state: str, code: int, class_name: str) -> bool:
             or any(name in class_name for name in _TRANSIENT_CLASSES))
 
 
+def _server_has_no_tls(lowered: str) -> bool:
+    """The drivers' words for a server that cannot speak TLS when TLS was asked for:
+    MariaDB's "ssl not enabled in the server", MySQL's "... not supported by server"."""
+    return "ssl" in lowered and any(s in lowered for s in (
+        "not enabled in the server", "not supported by server", "doesn't support ssl",
+        "does not support ssl", "server does not support ssl"))
+
+
 def explain_connect_failure(message: str, settings: Settings) -> SinkError:
     """Turn a driver's connect error into advice (the driver never echoes the password)."""
     m = settings.mysql
@@ -94,6 +102,11 @@ def explain_connect_failure(message: str, settings: Settings) -> SinkError:
                          " MYSQL_SSL_MODE=VERIFY_CA")
     if "serversslcert" in lowered:
         return SinkError(f"TLS: cannot read MYSQL_SSL_CA={m.ssl_ca}")
+    if _server_has_no_tls(lowered):
+        return SinkError(f"TLS: the server at {where} offers no TLS, but MYSQL_SSL_MODE="
+                         f"{m.ssl_mode} asks for it: turn TLS on at the server (ssl_cert,"
+                         " ssl_key), or for a server on this machine set MYSQL_SSL_MODE="
+                         "DISABLED")
     if any(s in lowered for s in ("connection refused", "could not connect", "timed out",
                                   "socket fail", "connect timed out", "unknownhost",
                                   "too many connections")):

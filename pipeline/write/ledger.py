@@ -7,6 +7,7 @@ from datetime import UTC
 from datetime import datetime
 
 from pipeline.contract import BatchPayload
+from pipeline.contract import printable_name
 from pipeline.write import statements as sql
 from pipeline.write.connection import Connection
 
@@ -32,7 +33,7 @@ class Ledger:
         for f in batch.files:
             if f.key in done:
                 log.warning("batch %d: %s was already loaded by query %s batch %s; skipping"
-                            " it", batch.batch_id, f.source_file, *done[f.key])
+                            " it", batch.batch_id, printable_name(f.source_file), *done[f.key])
         return done
 
     def newest_loaded_file_at(self) -> datetime | None:

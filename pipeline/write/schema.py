@@ -1,5 +1,6 @@
-"""The SQL files in sql/, read as statements (shared by the job, the set-up step and tests),
-and the job's own check that the tables it writes exist with every column."""
+"""The SQL files of sql/ (carried by the package: `pipeline.resources`), read as statements
+(shared by the job, the set-up step and tests), and the job's own check that the tables it
+writes exist with every column."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 from py4j.protocol import Py4JJavaError
 
 from pipeline.errors import SinkError
+from pipeline.resources import data_file
 
 if TYPE_CHECKING:
     from pipeline.write.connection import Connection
@@ -17,11 +19,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TABLES = ("events", "events_rejected", "ingest_batches", "ingest_files")
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
-SCHEMA_FILE = SQL_DIR / "001_schema.sql"
-GRANTS_FILE = SQL_DIR / "002_pipeline_user.sql"
-REPORT_GRANTS_FILE = SQL_DIR / "003_report_user.sql"
-EVENTS_GUARD_FILE = SQL_DIR / "004_events_guard.sql"
+SCHEMA_FILE = data_file("sql", "001_schema.sql")
+GRANTS_FILE = data_file("sql", "002_pipeline_user.sql")
+REPORT_GRANTS_FILE = data_file("sql", "003_report_user.sql")
+EVENTS_GUARD_FILE = data_file("sql", "004_events_guard.sql")
 
 # Columns added since the first schema: (table, column, definition). Tables created by an
 # older version get them from `upgrade_statements` (MySQL 8 has no ADD COLUMN IF NOT EXISTS).

@@ -17,6 +17,7 @@ import mysql.connector
 from mysql.connector.errors import InterfaceError
 
 from pipeline.config import MySQLSettings
+from pipeline.config import Settings
 from pipeline.config import load_settings
 from pipeline.errors import ConfigError
 from pipeline.errors import TablesUnreadable
@@ -74,20 +75,22 @@ def connect(target: MySQLSettings, user: str, password: str, database: str | Non
     return conn
 
 
-def read_pipeline_tables(read: Callable[..., T]) -> T:
+def read_pipeline_tables(read: Callable[..., T], settings: Settings | None = None) -> T:
     """`read(cursor)` on the job's database as configured in env/.env, for the reporting
     commands (status, reconcile, chart): a bad setting or a database error is one message.
 
     They read as MYSQL_REPORT_USER (SELECT only); without one, as the job's account, with a
-    one-line warning on stderr.
+    one-line warning on stderr. The job's status page passes its own `settings` (and is
+    warned once, at start, by the job).
     """
     try:
-        settings = load_settings()
+        given = settings is not None
+        settings = settings or load_settings()
         target = settings.mysql
         if settings.report_user:
             target = replace(target, user=settings.report_user,
                              password=settings.report_password)
-        else:
+        elif not given:
             print(f"warning: MYSQL_REPORT_USER is not set: reading with the job's account"
                   f" {target.user}, which may also write (python -m pipeline.ops.setup_db creates"
                   " a read-only one)", file=sys.stderr)
