@@ -135,7 +135,7 @@ def checked_chunks(source: SourceFile, target: FilePayload, settings: Settings,
             raise
         # Refused before any of its rows went out (its header): nothing to take back.
         target.quarantine(e.reason, e.detail)
-        log.warning("%s quarantined as a whole: %s", source.name, e)
+        log.warning("%s quarantined as a whole: %s", printable_name(source.name), e)
         return
     target.facts = local.facts()
 
@@ -176,7 +176,7 @@ def read_in_spark(batch_df: DataFrame, files: list[SourceFile], settings: Settin
 
 def _refuse(target: FilePayload, refused: FileRefused) -> None:
     target.quarantine(refused.reason, refused.detail)
-    log.warning("%s quarantined as a whole: %s", target.source_file, refused)
+    log.warning("%s quarantined as a whole: %s", printable_name(target.source_file), refused)
 
 
 def _finish(source: SourceFile, target: FilePayload, had_rows: bool,
@@ -243,8 +243,8 @@ def chunks_from_executors(batch_df: DataFrame, sources: list[SourceFile],
             elif name in by_name:  # refused at its header, before any of its chunks
                 _refuse(by_name[name], refusal(unpack_payload(row.payload)))
             else:
-                log.warning("%s (not in the checkpoint's list) refused: %s", name,
-                            refusal(unpack_payload(row.payload)))
+                log.warning("%s (not in the checkpoint's list) refused: %s",
+                            printable_name(name), refusal(unpack_payload(row.payload)))
     except Exception as e:  # noqa: BLE001 - a Spark job that failed, whatever its type
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if not executors_alive(batch_df):
