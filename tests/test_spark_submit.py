@@ -25,9 +25,10 @@ from tests.support.jobs import run_generator
 
 FOUR_GIB = str(4 * 1024**3)
 # Spark's default log pattern (log4j2-defaults.properties) starts with a yy/MM/dd date; the
-# project's (config/log4j2.properties) and the job's own lines with HH:mm:ss only.
+# project's (config/log4j2.properties) and the job's own lines with the date and milliseconds.
 SPARK_DEFAULT_LINE = re.compile(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d ")
-PROJECT_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARN|WARNING|ERROR) ")
+PROJECT_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (DEBUG|INFO|WARN|WARNING|ERROR) ")
 PYFILES = "pipeline-pyfiles-*"
 # Printed by the JVM itself (not log4j) before anything else.
 JVM_NOTICE = "WARNING: Using incubator modules"
