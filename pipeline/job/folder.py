@@ -4,13 +4,14 @@ job will never read) and the heartbeat that tells `pipeline.ops.status` the job 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import logging
 import os
-import stat
+import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.contract import HEARTBEAT_FILE
@@ -22,42 +23,94 @@ from pipeline.job.options import local_path
 log = logging.getLogger(__name__)
 
 
-def files_newer_than(folder: Path, newest: datetime | None) -> list[Path]:
-    """The regular source files in `folder` modified after `newest` (all when None).
+def ledger_name(path: Path) -> str:
+    """The name `ingest_files` gives a local file: `file:` and its path, as the job decodes
+    Spark's URI (bytes that are not UTF-8 become U+FFFD)."""
+    return "file:" + os.fsencode(path).decode("utf-8", "replace")
 
-    Directories, links and the like named like a source file are quarantined once, never
-    loaded: they are not waiting.
+
+def ledger_key(name: str) -> str:
+    """`FilePayload.key` of a file name: its key in `ingest_files`."""
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class FolderLook:
+    """The source folder compared with `ingest_files` at one moment."""
+
+    waiting: int  # entries named like a source file that are not in ingest_files
+    oldest_wait_s: float  # how long the oldest of them has waited (0: none)
+    loaded: int  # entries still in the folder that ingest_files holds
+
+
+class SourceFolder:
+    """What waits in the source folder: every entry named like a source file that
+    `ingest_files` does not hold, whatever its modification time.
+
+    The database is asked only about names it was not asked about before: the job's own
+    commits (`committed`) say which of those it loads since. So a check costs a listing of
+    the folder and, for the names that appeared since the last one, an indexed query;
+    memory holds the names in the folder, not the history. `forget` asks again about the
+    waiting ones (something else may have loaded them: a rebuild, another job).
     """
-    # Spark (and so the ledger) knows modification times in whole milliseconds.
-    limit_ms = round(newest.timestamp() * 1000) if newest else -1
-    found = []
+
+    def __init__(self, folder: Path, keys_loaded: Callable[[list[str]], set[str]],
+                 started_at: float):
+        self._folder = folder
+        self._keys_loaded = keys_loaded
+        self._started_at = started_at
+        self._lock = threading.Lock()
+        self._loaded: set[str] = set()
+        self._waiting: set[str] = set()
+
+    def committed(self, names: list[str]) -> None:
+        """Files a commit recorded in ingest_files (loaded, missing or quarantined)."""
+        keys = {ledger_key(n) for n in names}
+        with self._lock:
+            self._loaded |= keys
+            self._waiting -= keys
+
+    def forget(self) -> None:
+        with self._lock:
+            self._waiting.clear()
+
+    def look(self) -> FolderLook:
+        """Raises what `keys_loaded` raises (the database busy or down): ask again later."""
+        entries = _entries(self._folder)
+        with self._lock:
+            unknown = [k for k in entries if k not in self._loaded and k not in self._waiting]
+        found = self._keys_loaded(unknown) if unknown else set()
+        with self._lock:
+            self._loaded = (self._loaded | found) & entries.keys()
+            self._waiting = (self._waiting | set(unknown)) - self._loaded
+            self._waiting &= entries.keys()
+            waiting = [mtime for k, mtime in entries.items() if k not in self._loaded]
+            loaded = len(self._loaded)
+        now = time.time()
+        # A file's wait is counted from its modification time, but never from before this
+        # process started (as pipeline_seconds_since_last_commit) nor from the future.
+        waits = [now - min(max(mtime, self._started_at), now) for mtime in waiting]
+        return FolderLook(len(waiting), max(waits, default=0.0), loaded)
+
+
+def _entries(folder: Path) -> dict[str, float]:
+    """key -> modification time of every entry named like a source file, links not
+    followed: a directory, link or FIFO waits too, until the job quarantines it."""
+    found = {}
     for path in folder.glob(SOURCE_GLOB):
         try:
-            status = path.lstat()
-            if stat.S_ISREG(status.st_mode) and status.st_mtime_ns // 1_000_000 > limit_ms:
-                found.append(path)
+            found[ledger_key(ledger_name(path))] = path.lstat().st_mtime
         except FileNotFoundError:
             pass  # archived or deleted while we looked
     return found
 
 
-def backlog_of(folder: Path, newest: datetime | None) -> tuple[int, float]:
-    """(files waiting, age in seconds of the oldest of them; 0 when none)."""
-    now = time.time()
-    ages = []
-    for path in files_newer_than(folder, newest):
-        try:
-            ages.append(now - path.stat().st_mtime)
-        except FileNotFoundError:
-            pass
-    return len(ages), max(ages, default=0.0)
-
-
 class IgnoredFileReporter:
     """Says once per name which entries of the source folder the job will never read.
 
-    A directory named like a source file is one Spark never lists: it is recorded as
-    quarantined (through `record`), so it shows in the tables, not only in a log.
+    A directory, or a symbolic link to nothing, named like a source file is one Spark never
+    lists: it is recorded as quarantined (through `record`), so it shows in the tables, not
+    only in a log.
     """
 
     def __init__(self, options: JobOptions, record: Callable[[str, str, str], None]):
@@ -81,6 +134,16 @@ class IgnoredFileReporter:
                         log.warning("could not record directory %s yet: %s", path, e)
                         continue
                     log.warning("quarantined %s: a directory, not a file", path)
+                    self._seen.add(name)
+                elif path.is_symlink() and not path.exists():
+                    # Spark lists no link to nothing: left alone, it would wait for ever.
+                    try:
+                        self._record("file:" + str(path), "symlink",
+                                     "a symbolic link to nothing: never followed, never read")
+                    except PipelineError as e:
+                        log.warning("could not record link %s yet: %s", path, e)
+                        continue
+                    log.warning("quarantined %s: a symbolic link to nothing", path)
                     self._seen.add(name)
                 continue
             if not path.is_dir():
