@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from pipeline.contract import HEARTBEAT_FILE
 from pipeline.contract import SOURCE_GLOB
@@ -21,6 +22,16 @@ from pipeline.job.options import JobOptions
 from pipeline.job.options import local_path
 
 log = logging.getLogger(__name__)
+
+
+def spark_spelling(uri: str) -> Path | None:
+    """The local source folder as Spark names its files: made absolute against the working
+    directory, links not resolved (`local_path` resolves them); None when not local."""
+    local = local_path(uri)
+    if local is None:
+        return None
+    parsed = urlparse(uri)
+    return Path(os.path.abspath(os.path.expanduser(parsed.path if parsed.scheme else uri)))
 
 
 def ledger_name(path: Path) -> str:
@@ -54,7 +65,7 @@ class SourceFolder:
     waiting ones (something else may have loaded them: a rebuild, another job).
     """
 
-    def __init__(self, folder: Path, keys_loaded: Callable[[list[str]], set[str]],
+    def __init__(self, folder: Path, keys_loaded: Callable[[list[str], bool], set[str]],
                  started_at: float):
         self._folder = folder
         self._keys_loaded = keys_loaded
@@ -74,12 +85,13 @@ class SourceFolder:
         with self._lock:
             self._waiting.clear()
 
-    def look(self) -> FolderLook:
-        """Raises what `keys_loaded` raises (the database busy or down): ask again later."""
+    def look(self, wait: bool = False) -> FolderLook:
+        """Raises what `keys_loaded(keys, wait)` raises (the database busy or down): ask
+        again later."""
         entries = _entries(self._folder)
         with self._lock:
             unknown = [k for k in entries if k not in self._loaded and k not in self._waiting]
-        found = self._keys_loaded(unknown) if unknown else set()
+        found = self._keys_loaded(unknown, wait) if unknown else set()
         with self._lock:
             self._loaded = (self._loaded | found) & entries.keys()
             self._waiting = (self._waiting | set(unknown)) - self._loaded

@@ -17,6 +17,7 @@ from pipeline.contract import SOURCE_GLOB
 from pipeline.job.batch import BatchWriter
 from pipeline.job.folder import IgnoredFileReporter
 from pipeline.job.folder import SourceFolder
+from pipeline.job.folder import spark_spelling
 from pipeline.job.folder import write_heartbeat
 from pipeline.job.generations import CheckpointGenerations
 from pipeline.job.generations import RotationCheck
@@ -76,9 +77,9 @@ class Supervisor:
         self._stop = threading.Event()
         self._started_at = time.time()
         self._ignored = IgnoredFileReporter(options, writer.record_refused_entry)
-        source = local_path(options.source)
+        source = spark_spelling(options.source)
         self._folder = None if source is None else SourceFolder(
-            source, lambda keys: sink.keys_loaded(keys, wait=False), self._started_at)
+            source, sink.keys_loaded, self._started_at)
         if self._folder is not None:
             writer.on_commit = self._folder.committed
         self._announced = False
@@ -138,7 +139,7 @@ class Supervisor:
         if not self._policy.enabled or self._folder is None:
             return 0
         try:
-            return self._folder.look().waiting
+            return self._folder.look(wait=True).waiting
         except Exception as e:  # noqa: BLE001 - only a speed-up is lost; batches report faults
             log.debug("backlog check skipped: %s", e)
             return 0

@@ -28,9 +28,11 @@ from pipeline.contract import HEARTBEAT_FILE
 from pipeline.contract import SOURCE_GLOB
 from pipeline.job.folder import ledger_key
 from pipeline.job.folder import ledger_name
+from pipeline.job.folder import spark_spelling
 from pipeline.job.generations import files_logged
 from pipeline.job.generations import generation_folder
 from pipeline.job.generations import read_generation
+from pipeline.job.options import local_path
 from pipeline.ops.db import read_or_report
 from pipeline.read.local import decode_uri
 
@@ -159,8 +161,10 @@ def read_but_not_loaded(folder: Path | None, waiting: dict[str, float]) -> list[
     return sorted(set(lost))
 
 
-def collect_status(cursor, source: Path, checkpoint: Path, stale_after_s: float) -> Status:
-    """Gather every figure with a handful of queries."""
+def collect_status(cursor, source: Path | None, checkpoint: Path | None,
+                   stale_after_s: float) -> Status:
+    """Gather every figure with a handful of queries. `source`, `checkpoint`: local folders,
+    or None when remote (s3a://, hdfs://: no backlog, no heartbeat)."""
     now = datetime.now(UTC).replace(tzinfo=None)
     cursor.execute(
         "SELECT batch_id, file_count, rows_read, rows_written, rows_rejected, rows_duplicate,"
@@ -188,17 +192,18 @@ def collect_status(cursor, source: Path, checkpoint: Path, stale_after_s: float)
         if span > 0:
             throughput = sum(int(b["rows_read"]) for b in recent[:-1]) / span
     generation, folder, logged = checkpoint_facts(checkpoint)
-    waiting = waiting_files(cursor, source)
+    waiting = waiting_files(cursor, source) if source is not None else {}
     now_s = time.time()
     ages = [now_s - mtime for mtime in waiting.values()]
     oldest_age = max(ages) if ages else None
-    alive, pid, heartbeat_problem = read_heartbeat(checkpoint)
+    alive, pid, heartbeat_problem = (read_heartbeat(checkpoint) if checkpoint is not None
+                                     else (None, None, None))
 
     problems = []
-    if not source.is_dir():
+    if source is not None and not source.is_dir():
         problems.append(f"source folder {source} does not exist (or is not a folder): check"
                         " --source; no file there can be counted")
-    if not checkpoint.is_dir():
+    if checkpoint is not None and not checkpoint.is_dir():
         problems.append(f"checkpoint folder {checkpoint} does not exist: check --checkpoint;"
                         " the job never ran with it")
     # A file dated in the future has no age to go by: only the commits tell.
@@ -210,7 +215,8 @@ def collect_status(cursor, source: Path, checkpoint: Path, stale_after_s: float)
         problems.append(heartbeat_problem)
     if waiting and alive is False:
         problems.append("the streaming job is not running")
-    elif waiting and alive is None and checkpoint.is_dir() and not heartbeat_problem:
+    elif waiting and alive is None and checkpoint is not None and checkpoint.is_dir() \
+            and not heartbeat_problem:
         problems.append(f"the streaming job is not running: no heartbeat in {checkpoint}"
                         " (or it runs with another --checkpoint)")
     lost = read_but_not_loaded(None if folder is None else Path(folder), waiting)
@@ -239,9 +245,9 @@ def collect_status(cursor, source: Path, checkpoint: Path, stale_after_s: float)
     )
 
 
-def checkpoint_facts(checkpoint: Path) -> tuple[int | None, str | None, int | None]:
+def checkpoint_facts(checkpoint: Path | None) -> tuple[int | None, str | None, int | None]:
     """(generation, its folder, files in its log); Nones when there is no readable one."""
-    if not checkpoint.is_dir():
+    if checkpoint is None or not checkpoint.is_dir():
         return None, None, None
     try:
         generation = read_generation(checkpoint)
@@ -305,8 +311,8 @@ def render_brief(status: Status) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", default="streaming_data", type=Path)
-    parser.add_argument("--checkpoint", default="checkpoints", type=Path)
+    parser.add_argument("--source", default="streaming_data")
+    parser.add_argument("--checkpoint", default="checkpoints")
     parser.add_argument("--stale-after", type=float, default=120.0, metavar="SECONDS",
                         help="unhealthy when files wait and no commit for this long")
     parser.add_argument("--recent", type=int, default=10, help="batches to list")
@@ -315,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     output.add_argument("--brief", action="store_true", help="one line")
     args = parser.parse_args(argv)
     status = read_or_report(lambda cursor: collect_status(
-        cursor, args.source.resolve(), args.checkpoint.resolve(), args.stale_after))
+        cursor, spark_spelling(args.source), local_path(args.checkpoint), args.stale_after))
     if status is None:
         return 2
     if args.json:
