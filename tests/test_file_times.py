@@ -117,6 +117,9 @@ def test_the_backlog_gauge_counts_every_waiting_file_whatever_its_date(tmp_path,
         for label, when in (("b_2040", FUTURE), ("c_2015", Y2015), ("d_1970", EPOCH),
                             ("e_1969", BEFORE_1970)):
             files.add(label, when)
+        # Spark never lists a link to nothing: the job quarantines it, it does not wait.
+        link = files.source / "events_link.csv"
+        link.symlink_to(tmp_path / "nowhere.csv")
         waiting = 4
         deadline = time.monotonic() + 120
         samples = {}
@@ -126,8 +129,12 @@ def test_the_backlog_gauge_counts_every_waiting_file_whatever_its_date(tmp_path,
                                                  log_path.read_text()[-3000:])
             time.sleep(1)
             samples = scrape(port)
-        # The source of truth agrees: exactly one file is in the tables.
-        assert database.query("SELECT count(*) FROM ingest_files")[0][0] == 1
+        # The source of truth agrees: one file loaded, the link quarantined, nothing else.
+        folder = files.source.resolve()
+        assert sorted(database.query("SELECT source_file, status, status_reason FROM"
+                                     " ingest_files")) == [
+            (f"file:{folder / 'events_a_now.csv'}", "loaded", None),
+            (f"file:{folder / 'events_link.csv'}", "quarantined", "symlink")]
         assert samples[("pipeline_backlog_oldest_file_age_seconds", ())] >= 0
         kill_group(job, signal.SIGTERM)
     finally:

@@ -195,7 +195,7 @@ def collect_status(cursor, source: Path | None, checkpoint: Path | None,
     waiting = waiting_files(cursor, source) if source is not None else {}
     now_s = time.time()
     ages = [now_s - mtime for mtime in waiting.values()]
-    oldest_age = max(ages) if ages else None
+    oldest_age = max(0.0, max(ages)) if ages else None  # a file dated in the future: 0
     alive, pid, heartbeat_problem = (read_heartbeat(checkpoint) if checkpoint is not None
                                      else (None, None, None))
 
