@@ -8,11 +8,13 @@ so the generator and the tools load it without starting a JVM.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import datetime
 from hashlib import sha256
+from pathlib import Path
 
 # -- the event record -----------------------------------------------------------------------
 EVENT_FIELDS = ("event_id", "user_id", "product_id", "event_type", "price", "event_time")
@@ -75,6 +77,18 @@ def recorded_name(name: str) -> str:
     """The name `ingest_files` holds: the name itself, or, when its bytes are not UTF-8,
     its printable form (and `FilePayload.name_bytes` keeps the bytes for its key)."""
     return name if is_utf8_name(name) else printable_name(name)
+
+
+# -- a local file's identity in ingest_files -------------------------------------------------
+def ledger_name(path: Path) -> str:
+    """The name `ingest_files` gives a local file: `file:` and its path, as the job decodes
+    Spark's URI (bytes that are not UTF-8 become U+FFFD)."""
+    return "file:" + os.fsencode(path).decode("utf-8", "replace")
+
+
+def ledger_key(name: str) -> str:
+    """`FilePayload.key` of a file name: its key in `ingest_files`."""
+    return sha256(name.encode("utf-8")).hexdigest()
 
 
 # -- what a record becomes, and why ------------------------------------------------------------

@@ -78,6 +78,8 @@ class BatchWriter:
         self.rows_read = 0  # data rows of the batches this writer committed
         # (monotonic time, files) of recent batches: tells the supervisor the input rate.
         self.recent_batches: deque[tuple[float, int]] = deque(maxlen=10000)
+        # Told the names of the files each commit recorded (the supervisor's backlog).
+        self.on_commit: Callable[[list[str]], None] | None = None
 
     def set_query_id(self, query_id: str) -> None:
         """Spark's query id keys the ledger and goes into SQL text: a UUID, nothing else."""
@@ -148,7 +150,12 @@ class BatchWriter:
                                   if f.key not in result.skipped_keys)
         if self._metrics is not None:
             self._metrics.record_batch(batch, result)
+        self._committed([f.source_file for f in batch.files])
         log_batch(batch, result, route)
+
+    def _committed(self, names: list[str]) -> None:
+        if self.on_commit is not None:
+            self.on_commit(names)
 
     def record_refused_entry(self, name: str, reason: str, detail: str,
                              name_bytes: bytes | None = None) -> None:
@@ -161,6 +168,7 @@ class BatchWriter:
             result = self._commit_one_file(batch, entry)
             if self._metrics is not None and not result.replayed:
                 self._metrics.record_files([entry])
+        self._committed([name])
 
     def _commit_one_file(self, batch: BatchPayload, f: FilePayload) -> BatchResult:
         return self._sink.commit_batch(batch.only([f]), ledger=False)

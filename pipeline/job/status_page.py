@@ -7,10 +7,10 @@ import logging
 from datetime import UTC
 from datetime import datetime
 from html import escape
-from pathlib import Path
 
 from pipeline.config import Settings
 from pipeline.errors import TablesUnreadable
+from pipeline.job.folder import spark_spelling
 from pipeline.job.generations import CheckpointGenerations
 from pipeline.job.generations import files_logged
 from pipeline.job.options import JobOptions
@@ -23,8 +23,6 @@ from pipeline.report.status import reject_examples
 log = logging.getLogger(__name__)
 # As `status` decides health by default.
 STALE_AFTER_S = 120.0
-# Neither a folder nor a checkpoint: the figures of the folder are left out (hdfs://, s3a://).
-_NOWHERE = Path("/nonexistent/pipeline-status-page")
 
 
 class StatusPage:
@@ -33,8 +31,9 @@ class StatusPage:
     def __init__(self, settings: Settings, options: JobOptions,
                  generations: CheckpointGenerations | None):
         self._settings = settings
-        self._source = local_path(options.source) or _NOWHERE
-        self._checkpoint = local_path(options.checkpoint) or _NOWHERE
+        # None for hdfs://, s3a://: no backlog, no heartbeat on the page then.
+        self._source = spark_spelling(options.source)
+        self._checkpoint = local_path(options.checkpoint)
         self._generations = generations
         if not settings.report_user:
             log.warning("MYSQL_REPORT_USER is not set: the status page reads the tables with"

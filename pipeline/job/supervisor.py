@@ -16,8 +16,8 @@ from pyspark.sql.streaming import StreamingQuery
 from pipeline.contract import SOURCE_GLOB
 from pipeline.job.batch import BatchWriter
 from pipeline.job.folder import IgnoredFileReporter
-from pipeline.job.folder import backlog_of
-from pipeline.job.folder import files_newer_than
+from pipeline.job.folder import SourceFolder
+from pipeline.job.folder import spark_spelling
 from pipeline.job.folder import write_heartbeat
 from pipeline.job.generations import CheckpointGenerations
 from pipeline.job.generations import RotationCheck
@@ -81,6 +81,11 @@ class Supervisor:
         self._stop = threading.Event()
         self._started_at = time.time()
         self._ignored = IgnoredFileReporter(options, writer.record_refused_entry)
+        source = spark_spelling(options.source)
+        self._folder = None if source is None else SourceFolder(
+            source, sink.keys_loaded, self._started_at)
+        if self._folder is not None:
+            writer.on_commit = self._folder.committed
         self._announced = False
         self._heals = 0
 
@@ -140,13 +145,11 @@ class Supervisor:
 
     def _loaded_files_in_source(self) -> int | None:
         """Loaded files still in the source folder: a new generation lists them again."""
-        source = local_path(self._options.source)
         try:
-            newest = self._sink.newest_loaded_file_at(wait=False)
+            return self._folder.look().loaded
         except Exception as e:  # noqa: BLE001 - asked again later; batches report faults
             log.debug("rotation check postponed: %s", e)
             return None
-        return len(files_newer_than(source, None)) - len(files_newer_than(source, newest))
 
     def _request_stop(self, signum, _frame) -> None:
         log.info("%s received: stopping after the batch in flight", signal.Signals(signum).name)
@@ -155,18 +158,15 @@ class Supervisor:
     def _backlog(self) -> int:
         """Files waiting, when catch-up is on and the source is a local folder; else 0.
 
-        Spark takes files oldest first, so the files newer than the newest one loaded are
-        the backlog: one indexed query and a listing, however long the history.
+        Waiting: in the folder and not in ingest_files, whatever their modification times.
         """
-        source = local_path(self._options.source)
-        if not self._policy.enabled or source is None:
+        if not self._policy.enabled or self._folder is None:
             return 0
         try:
-            newest = self._sink.newest_loaded_file_at()
+            return self._folder.look(wait=True).waiting
         except Exception as e:  # noqa: BLE001 - only a speed-up is lost; batches report faults
             log.debug("backlog check skipped: %s", e)
             return 0
-        return len(files_newer_than(source, newest))
 
     def _recent_batch_files(self) -> list[int]:
         since = time.monotonic() - OVERLOAD_CALM_S
@@ -176,6 +176,8 @@ class Supervisor:
         """One query from start to end: an exit code, or None to start the next phase."""
         policy, options = self._policy, self._options
         self._writer.reopen()
+        if self._folder is not None:
+            self._folder.forget()
         if self._generations is not None:
             self._heal_if_damaged()
             self._retire_old_generations()
@@ -251,16 +253,14 @@ class Supervisor:
         if self._generations is not None:
             metrics.checkpoint_generation.set(self._generations.current)
         metrics.checkpoint_files.set(self._rotation.logged(self._writer.files_taken))
-        source = local_path(self._options.source)
-        if source is None:
+        if self._folder is None:
             return
         try:
-            waiting, oldest_age = backlog_of(source,
-                                             self._sink.newest_loaded_file_at(wait=False))
+            look = self._folder.look()
         except Exception as e:  # noqa: BLE001 - a gauge left as it was; batches report faults
             log.debug("backlog gauge not updated: %s", e)
             return
-        metrics.set_backlog(waiting, oldest_age)
+        metrics.set_backlog(look.waiting, look.oldest_wait_s)
 
     def _stop_between_batches(self, query: StreamingQuery) -> int | None:
         """Let the batch in flight commit, refuse the next, stop: an exit code when the job

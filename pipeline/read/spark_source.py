@@ -13,6 +13,9 @@ from pipeline.contract import LINE_OK
 from pipeline.contract import LINE_TOO_LONG
 from pipeline.contract import SOURCE_GLOB
 
+# Java's Long.MaxValue: the largest maxFileAge Spark parses (milliseconds).
+NEVER_FORGET_MS = 2**63 - 1
+
 
 def read_lines(spark: SparkSession, source: str, files_per_trigger: int,
                clean_source: str = "off", archive_dir: str | None = None) -> DataFrame:
@@ -25,8 +28,13 @@ def read_lines(spark: SparkSession, source: str, files_per_trigger: int,
         spark.readStream.format("text")
         .option("pathGlobFilter", SOURCE_GLOB)
         .option("maxFilesPerTrigger", files_per_trigger)
-        # Spark silently skips files over a week older than the newest one; we never do.
-        .option("maxFileAge", "3650d")
+        # Spark forgets, and never lists again, files older than the newest modification
+        # time it has seen minus maxFileAge (a week by default; FileStreamSource's
+        # SeenFilesMap). One file dated in the future would hide every later file, a file
+        # copied with its old date would never be read. Long.MaxValue, as Spark itself uses
+        # with latestFirst: its newest time starts at 0 and only grows, so the subtraction
+        # cannot overflow and no file time a file system holds falls below the limit.
+        .option("maxFileAge", f"{NEVER_FORGET_MS}ms")
     )
     if clean_source != "off":
         # Spark moves or deletes a batch's files once the next batch is planned, so only

@@ -1,5 +1,6 @@
 """The pipeline's state as `status` prints it and the status page shows it: health and why,
-totals, latency, backlog, rejects by reason, recent batches, read with a handful of queries."""
+totals, latency, backlog, rejects by reason, recent batches, read with a handful of queries.
+A file waits when `ingest_files` does not hold it, whatever its modification time."""
 
 from __future__ import annotations
 
@@ -13,10 +14,15 @@ from datetime import datetime
 from pathlib import Path
 
 from pipeline.contract import HEARTBEAT_FILE
+from pipeline.contract import SOURCE_GLOB
+from pipeline.contract import is_utf8_name
+from pipeline.contract import ledger_key
+from pipeline.contract import ledger_name
 from pipeline.contract import printable_name
-from pipeline.contract import recorded_name
+from pipeline.read.local import decode_uri
 
 RECENT_BATCHES = 200
+KEYS_PER_QUERY = 1000  # file keys asked about per query
 EXAMPLES_PER_REASON = 3
 
 
@@ -56,14 +62,26 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
-def read_heartbeat(checkpoint: Path) -> tuple[bool | None, int | None]:
-    """(alive, pid) from the job's heartbeat file; alive is None when there is none."""
+def read_heartbeat(checkpoint: Path) -> tuple[bool | None, int | None, str | None]:
+    """(alive, pid, problem) from the job's heartbeat file: alive is None when there is
+    none, or when it is damaged (then `problem` says so)."""
+    path = checkpoint / HEARTBEAT_FILE
     try:
-        beat = json.loads((checkpoint / HEARTBEAT_FILE).read_text())
-    except (OSError, ValueError):
-        return None, None
-    age = datetime.now(UTC).timestamp() - float(beat["updated_at"])
-    pid = int(beat["pid"])
+        text = path.read_text()
+    except FileNotFoundError:
+        return None, None, None
+    except (OSError, UnicodeDecodeError) as e:
+        return None, None, f"heartbeat file {path} cannot be read ({e})"
+    try:
+        beat = json.loads(text)
+        age = datetime.now(UTC).timestamp() - float(beat["updated_at"])
+        pid = int(beat["pid"])
+        if pid <= 0:
+            raise ValueError(f"pid {pid}")
+    except (ValueError, TypeError, KeyError, IndexError) as e:
+        return None, None, (f"heartbeat file {path} is damaged ({type(e).__name__}: {e}):"
+                            " cannot tell whether the job runs; a running job rewrites it"
+                            " every 5 s")
     try:
         os.kill(pid, 0)
         running = True
@@ -71,24 +89,74 @@ def read_heartbeat(checkpoint: Path) -> tuple[bool | None, int | None]:
         running = False
     except PermissionError:
         running = True
-    return running and age < 30, pid
+    return running and age < 30, pid, None
 
 
-def waiting_files(source: Path, loaded: set[str]) -> list[Path]:
-    """Files in the source folder that no committed batch has loaded yet."""
+def waiting_files(cursor, source: Path) -> dict[str, float]:
+    """name -> modification time of the entries named like a source file that
+    `ingest_files` does not hold (links not followed: the job quarantines what is not a
+    regular file, so a link, directory or FIFO waits until it does)."""
     if not source.is_dir():
+        return {}
+    entries = {}
+    for path in source.glob(SOURCE_GLOB):
+        if not is_utf8_name(path.name):
+            continue  # Spark never lists it; the job records it as bad_file_name
+        try:
+            entries[ledger_name(path)] = path.lstat().st_mtime
+        except FileNotFoundError:
+            pass  # archived or deleted while we looked
+    keys = {ledger_key(name): name for name in entries}
+    listed = list(keys)
+    for start in range(0, len(listed), KEYS_PER_QUERY):
+        chunk = listed[start:start + KEYS_PER_QUERY]
+        cursor.execute("SELECT file_key FROM ingest_files WHERE file_key IN ("
+                       + ", ".join(["%s"] * len(chunk)) + ")", chunk)
+        for (key,) in cursor.fetchall():
+            entries.pop(keys[str(key)], None)
+    return entries
+
+
+def read_but_not_loaded(folder: Path | None, waiting: dict[str, float]) -> list[str]:
+    """Waiting files the checkpoint lists in a batch Spark has committed: Spark never
+    lists a file again, so no run on this checkpoint will take them."""
+    if folder is None or not waiting:
         return []
-    folder = source.resolve()
-    # recorded_name: a name that is not UTF-8 is recorded escaped (quarantined, bad_file_name).
-    return [p for p in source.glob("events_*.csv")
-            if recorded_name(f"file:{folder / p.name}") not in loaded]
+    try:
+        committed = [int(n) for n in os.listdir(folder / "commits") if n.isdigit()]
+        names = os.listdir(folder / "sources" / "0")
+    except OSError:
+        return []
+    last_committed = max(committed, default=-1)
+    compacts = [int(n.split(".")[0]) for n in names if n.endswith(".compact")]
+    latest = max(compacts, default=-1)
+    logs = [f"{latest}.compact"] if latest >= 0 else []
+    logs += [n for n in names if n.isdigit() and int(n) > latest]
+    lost = []
+    for name in logs:
+        try:
+            lines = (folder / "sources" / "0" / name).read_text("utf-8").splitlines()[1:]
+        except (OSError, UnicodeDecodeError):
+            continue
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                path, batch_id = decode_uri(entry["path"])[0], int(entry["batchId"])
+            except (ValueError, TypeError, KeyError):
+                continue
+            if path in waiting and batch_id <= last_committed:
+                lost.append(path)
+    return sorted(set(lost))
 
 
-def collect_status(cursor, source: Path, checkpoint: Path, stale_after_s: float,
+def collect_status(cursor, source: Path | None, checkpoint: Path | None,
+                   stale_after_s: float,
                    checkpoint_facts: tuple[int | None, str | None, int | None] = (None,) * 3
                    ) -> Status:
-    """Gather every figure with a handful of queries; `checkpoint_facts` are the caller's
-    (generation, its folder, files in its log), which only the job's side can read."""
+    """Gather every figure with a handful of queries. `source`, `checkpoint`: local folders,
+    or None when remote (s3a://, hdfs://: no backlog, no heartbeat); `checkpoint_facts` are
+    the caller's (generation, its folder, files in its log), which only the job's side can
+    read."""
     now = datetime.now(UTC).replace(tzinfo=None)
     cursor.execute(
         "SELECT batch_id, file_count, rows_read, rows_written, rows_rejected, rows_duplicate,"
@@ -106,8 +174,6 @@ def collect_status(cursor, source: Path, checkpoint: Path, stale_after_s: float,
     cursor.execute("SELECT reason, count(*) FROM events_rejected GROUP BY reason"
                    " ORDER BY count(*) DESC")
     by_reason = {reason: int(n) for reason, n in cursor.fetchall()}
-    cursor.execute("SELECT source_file FROM ingest_files")
-    loaded = {row[0] for row in cursor.fetchall()}
 
     latencies = [float(b["latency_s"]) for b in recent if b["latency_s"] is not None]
     last_commit = recent[0]["committed_at"] if recent else None
@@ -118,17 +184,38 @@ def collect_status(cursor, source: Path, checkpoint: Path, stale_after_s: float,
         if span > 0:
             throughput = sum(int(b["rows_read"]) for b in recent[:-1]) / span
     generation, folder, logged = checkpoint_facts
-    waiting = waiting_files(source, loaded)
-    oldest_age = time.time() - min(p.stat().st_mtime for p in waiting) if waiting else None
-    alive, pid = read_heartbeat(checkpoint)
+    waiting = waiting_files(cursor, source) if source is not None else {}
+    now_s = time.time()
+    ages = [now_s - mtime for mtime in waiting.values()]
+    oldest_age = max(0.0, max(ages)) if ages else None  # a file dated in the future: 0
+    alive, pid, heartbeat_problem = (read_heartbeat(checkpoint) if checkpoint is not None
+                                     else (None, None, None))
 
     problems = []
-    if waiting and (since_commit is None or since_commit > stale_after_s) \
-            and (oldest_age or 0) > stale_after_s:
+    if source is not None and not source.is_dir():
+        problems.append(f"source folder {source} does not exist (or is not a folder): check"
+                        " --source; no file there can be counted")
+    if checkpoint is not None and not checkpoint.is_dir():
+        problems.append(f"checkpoint folder {checkpoint} does not exist: check --checkpoint;"
+                        " the job never ran with it")
+    # A file dated in the future has no age to go by: only the commits tell.
+    stale_file = any(age > stale_after_s or age < 0 for age in ages)
+    if waiting and (since_commit is None or since_commit > stale_after_s) and stale_file:
         problems.append(f"{len(waiting)} file(s) waiting and no commit for over"
                         f" {stale_after_s:g}s")
+    if heartbeat_problem:
+        problems.append(heartbeat_problem)
     if waiting and alive is False:
         problems.append("the streaming job is not running")
+    elif waiting and alive is None and checkpoint is not None and checkpoint.is_dir() \
+            and not heartbeat_problem:
+        problems.append(f"the streaming job is not running: no heartbeat in {checkpoint}"
+                        " (or it runs with another --checkpoint)")
+    lost = read_but_not_loaded(None if folder is None else Path(folder), waiting)
+    if lost:
+        problems.append(f"{len(lost)} file(s) waiting that the checkpoint lists as read"
+                        f" (first: {lost[0]}): no run on this checkpoint takes them; see"
+                        " docs/operations.md, 'Files that wait for ever'")
     for b in recent:
         b["committed_at"] = b["committed_at"].isoformat(sep=" ", timespec="seconds")
         b["latency_s"] = None if b["latency_s"] is None else round(float(b["latency_s"]), 3)

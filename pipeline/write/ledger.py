@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC
-from datetime import datetime
 
 from pipeline.contract import BatchPayload
 from pipeline.contract import printable_name
@@ -12,6 +10,9 @@ from pipeline.write import statements as sql
 from pipeline.write.connection import Connection
 
 log = logging.getLogger(__name__)
+
+# Keys per `keys_loaded` query: each is 67 bytes of SQL, far below any packet limit.
+KEYS_PER_QUERY = 1000
 
 
 class Ledger:
@@ -36,10 +37,11 @@ class Ledger:
                             " it", batch.batch_id, printable_name(f.source_file), *done[f.key])
         return done
 
-    def newest_loaded_file_at(self) -> datetime | None:
-        """Modification time (UTC) of the newest file the last committed batch loaded."""
-        rows = self._db.query(sql.NEWEST_LOADED_FILE)
+    def keys_loaded(self, keys: list[str]) -> set[str]:
+        """The file keys among `keys` that `ingest_files` holds (loaded or quarantined)."""
+        found: set[str] = set()
+        for start in range(0, len(keys), KEYS_PER_QUERY):
+            rows = self._db.query(sql.keys_loaded(keys[start:start + KEYS_PER_QUERY]))
+            found.update(str(r[0]) for r in rows)
         self._db.jdbc.rollback()
-        if not rows or rows[0][0] is None:
-            return None
-        return datetime.fromisoformat(rows[0][0]).replace(tzinfo=UTC)
+        return found

@@ -19,7 +19,6 @@ from collections.abc import Iterable
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import replace
-from datetime import datetime
 
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
@@ -160,17 +159,16 @@ class MySQLSink:
         with self._lock:
             return self._with_retries(batch, write.attempt)
 
-    def newest_loaded_file_at(self, wait: bool = True) -> datetime | None:
-        """Safe to call from another thread than the batches' (the job's backlog check).
-
-        Not `wait`: SinkBusy at once while a batch commits (which may take minutes).
-        """
+    def keys_loaded(self, keys: list[str], wait: bool = True) -> set[str]:
+        """As `Ledger.keys_loaded`. Safe to call from another thread than the batches' (the
+        job's backlog check). Not `wait`: SinkBusy at once while a batch commits (which may
+        take minutes)."""
         if not self._lock.acquire(blocking=wait):
             raise SinkBusy("a batch is being committed")
         try:
             if not self.db.is_open:
                 self.connect()
-            return self.ledger.newest_loaded_file_at()
+            return self.ledger.keys_loaded(keys)
         finally:
             self._lock.release()
 

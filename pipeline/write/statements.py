@@ -162,6 +162,7 @@ def files_loaded(batch: BatchPayload) -> str:
     return f"SELECT file_key, query_id, batch_id FROM ingest_files WHERE file_key IN ({keys})"
 
 
-NEWEST_LOADED_FILE = ("SELECT DATE_FORMAT(newest_file_at, '%Y-%m-%dT%H:%i:%s.%f')"
-                      " FROM ingest_batches WHERE newest_file_at IS NOT NULL"
-                      " ORDER BY committed_at DESC LIMIT 1")
+def keys_loaded(keys: list[str]) -> str:
+    """Which of these file keys (sha256 hex, never user text) `ingest_files` holds."""
+    listed = ", ".join(f"'{k}'" for k in keys) or "''"
+    return f"SELECT file_key FROM ingest_files WHERE file_key IN ({listed})"
