@@ -80,8 +80,6 @@ def test_s3_source_loads_hostile_names_once_archives_and_reconciles(tmp_path, da
     ids = [r[0] for r in database.query("SELECT event_id FROM events")]
     assert sorted(ids) == sorted(expected_events(uploaded))
     recorded = database.query("SELECT source_file, rows_read FROM ingest_files")
-    print(database.query("SELECT source_file, rows_read, rows_written, rows_rejected,"
-                         " rows_duplicate FROM ingest_files"))
     assert len(recorded) == len(NAMES) and all(rows == 21 for _, rows in recorded)
 
     again = submit_job(env, s3, *args)
@@ -100,10 +98,11 @@ def test_s3_source_loads_hostile_names_once_archives_and_reconciles(tmp_path, da
     report = json.loads(check.stdout.strip().splitlines()[-1])
     assert report["checked_on_disk"] == len(NAMES) and not report["not_on_disk"], report
 
-    changed = sorted(archived)[0]
-    s3.put(changed, archived[changed].replace(b"2026-02-01", b"2026-02-02", 1))
+    stored = {**archived, **left}
+    changed = next(key for key in stored if key.endswith("events_plain.csv"))
+    s3.put(changed, stored[changed].replace(b"2026-02-01", b"2026-02-02", 1))
     check = reconcile(database, s3, s3.uri("archive"))
     assert check.returncode == 1, check.stdout + check.stderr[-3000:]
     report = json.loads(check.stdout.strip().splitlines()[-1])
-    assert len(report["problems"]) == 1 and "changed after it was loaded" in \
-        report["problems"][0], report
+    assert len(report["problems"]) == 1 and "events_plain.csv: changed after it was loaded" \
+        in report["problems"][0], report
