@@ -1,7 +1,8 @@
 """Event files on s3a://, read by the job under spark-submit with the S3 connector, from a
 real S3 server on loopback (moto_server): exactly the valid rows land, hostile names
 included; archiving moves objects to an S3 prefix; reconcile reads every object back and
-sees an object that lost lines. Expected rows come from Python's csv module over the uploaded bytes."""
+sees an object that lost lines. Expected rows come from Python's csv module over the
+uploaded bytes."""
 
 from __future__ import annotations
 
