@@ -3,7 +3,7 @@
 #   bash scripts/setup.sh            Java, project venv (.venv) from requirements.lock, JDBC jar
 #   bash scripts/setup.sh --with-db  also: a local MariaDB running, .env, database/tables/user
 #   bash scripts/setup.sh --for-tests  the venv from requirements-dev.lock, and the tools only
-#                                    the tests use (promtool, Chromium)
+#                                    the tests use (promtool, Chromium, S3 connector jars)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -101,9 +101,39 @@ if [ "$FOR_TESTS" = 1 ] && ! command -v chromium >/dev/null; then
   apt_install chromium
 fi
 
+# 6. S3 connector jars for the tests only (hadoop-aws 3.3.1 and its AWS SDK bundle), taken
+#    from the PyPI source package sagemaker-pyspark 1.4.5 (pip fetches it without building)
+#    into jars/s3-test/, not jars/*.jar (the job takes the first of those as its JDBC driver).
+#    Production brings the hadoop-aws matching its Spark with --packages (docs/cluster.md).
+S3_TEST_JARS=jars/s3-test
+declare -A S3_TEST_JAR_SHA256=(
+  [hadoop-aws-3.3.1.jar]=6be50ad8a8b445d2802381b085b2a3ede5c29d353450a6a21f16b2fefa962b6e
+  [aws-java-sdk-bundle-1.11.901.jar]=b87175b32a16544cc1b37cf40390eb375833e62bed67f8ce6cde4b7ad6429ead
+)
+s3_jars_ok() {
+  local jar
+  for jar in "${!S3_TEST_JAR_SHA256[@]}"; do
+    echo "${S3_TEST_JAR_SHA256[$jar]}  $S3_TEST_JARS/$jar" | sha256sum --check --status 2>/dev/null || return 1
+  done
+}
+if [ "$FOR_TESTS" = 1 ] && ! s3_jars_ok; then
+  say "fetching the S3 test jars (sagemaker-pyspark 1.4.5 source package, about 181 MB)"
+  s3_download=$(mktemp -d)
+  .venv/bin/python -m pip download -q --no-deps --no-binary :all: sagemaker-pyspark==1.4.5 \
+    -d "$s3_download"
+  mkdir -p "$S3_TEST_JARS"
+  for jar in "${!S3_TEST_JAR_SHA256[@]}"; do
+    tar -xzf "$s3_download"/sagemaker_pyspark-1.4.5.tar.gz -C "$S3_TEST_JARS" \
+      --strip-components=3 "sagemaker_pyspark-1.4.5/deps/jars/$jar"
+  done
+  rm -rf "$s3_download"
+  s3_jars_ok || { echo "[setup] S3 test jars: SHA-256 mismatch in $S3_TEST_JARS" >&2; exit 1; }
+  say "S3 test jars: $S3_TEST_JARS/"
+fi
+
 [ "$WITH_DB" = 1 ] || exit 0
 
-# 6. Configuration: a .env for the local demo with fresh random passwords for the job's and the
+# 7. Configuration: a .env for the local demo with fresh random passwords for the job's and the
 #    reporting account. umask 077 in the subshell: the file is private from its first byte.
 if [ ! -f .env ]; then
   secret() { .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(18))'; }
@@ -115,7 +145,7 @@ if [ ! -f .env ]; then
   say "wrote .env (local MariaDB; accounts 'pipeline' and 'pipeline_report' with random passwords)"
 fi
 
-# 7. A local database server (only when .env points at this machine and none answers). The
+# 8. A local database server (only when .env points at this machine and none answers). The
 #    admin account never goes into .env: the local demo's root (no password, as Debian sets
 #    it up) is handed to setup_db in its own environment only. For any other server, setup_db
 #    asks for the admin's password (or takes MYSQL_ADMIN_USER/MYSQL_ADMIN_PASSWORD from the

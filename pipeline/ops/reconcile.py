@@ -1,7 +1,7 @@
 """Check every file against the tables and against its own bytes; print any that does not agree.
 
 Usage:
-    python -m pipeline.ops.reconcile [--archive-dir DIR] [--json]
+    python -m pipeline.ops.reconcile [--archive-dir DIR|URI] [--json]
 
 For every file in `ingest_files`:
 - its counts add up: rows_read = rows_written + rows_rejected + rows_duplicate, and its
@@ -11,6 +11,10 @@ For every file in `ingest_files`:
   `--clean-source archive` leaves it), is read again: its size, physical lines and SHA-256
   must be what the job recorded when it read it, so a file appended to, overwritten or read
   wrongly shows; and a file recorded as loaded with 0 rows must hold no data line.
+  Files on hdfs:// or s3a:// (and an --archive-dir there) are read through Hadoop's
+  FileSystem in a local Spark, with the connector and settings the job was given: pass
+  them as `PYSPARK_SUBMIT_ARGS="--jars ... --conf spark.hadoop.fs.s3a.... pyspark-shell"`
+  (docs/drivers-and-storage.md#storage).
 
 The recount here is independent of the job's reader: a regular expression counts line ends,
 and data lines are non-blank lines after an optional header.
@@ -21,11 +25,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from py4j.protocol import Py4JJavaError
 
 from pipeline.cli import tool_parser
 from pipeline.contract import EVENT_FIELDS
@@ -93,7 +101,7 @@ class Report:
 def locate(source_file: str, archive_dir: Path | None) -> Path | None:
     """The file named in the tables, in its folder or archived; None when neither exists."""
     if not source_file.startswith("file:"):
-        return None  # hdfs://, s3a://: not read back here
+        return None  # hdfs://, s3a://: RemoteFiles reads those
     path = Path(source_file[len("file:"):])
     candidates = [path]
     if archive_dir is not None:
@@ -104,11 +112,73 @@ def locate(source_file: str, archive_dir: Path | None) -> Path | None:
     return None
 
 
-def check_bytes(name: str, status: str, rows_read: int, recorded: tuple, path: Path
+def is_remote(name: str) -> bool:
+    return urlsplit(name).scheme not in ("", "file")
+
+
+class RemoteFiles:
+    """Files on hdfs://, s3a:// and the like, read through Hadoop's FileSystem.
+
+    Spark (local, UI off) starts only when the first such file is asked for; its connector
+    jars and `spark.hadoop.*` settings come from PYSPARK_SUBMIT_ARGS or spark-defaults.conf,
+    as for any PySpark program.
+    """
+
+    def __init__(self, archive_uri: str | None):
+        self._archive_uri = archive_uri
+        self._spark = None
+
+    def _jvm(self):
+        if self._spark is None:
+            from pyspark.sql import SparkSession
+
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+            self._spark = (SparkSession.builder.master("local[1]")
+                           .appName("pipeline-reconcile")
+                           .config("spark.ui.enabled", "false").getOrCreate())
+            self._spark.sparkContext.setLogLevel("ERROR")
+        return self._spark._jvm
+
+    def read(self, name: str) -> bytes | None:
+        """The bytes of the file the tables name (Spark's percent-encoded URI), or of its
+        archived copy; None when neither exists."""
+        jvm = self._jvm()
+        conf = self._spark._jsc.hadoopConfiguration()
+        path = jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(name))
+        candidates = [path]
+        if self._archive_uri is not None:
+            # Where Spark's cleanSource puts it: the archive root + the file's decoded path.
+            candidates.append(jvm.org.apache.hadoop.fs.Path(
+                self._archive_uri.rstrip("/") + path.toUri().getPath()))
+        for candidate in candidates:
+            fs = candidate.getFileSystem(conf)
+            if fs.isFile(candidate):
+                stream = fs.open(candidate)
+                try:
+                    return bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+                finally:
+                    stream.close()
+        return None
+
+    def close(self) -> None:
+        if self._spark is not None:
+            self._spark.stop()
+
+
+def read_back(name: str, archive_dir: str | None, remote: RemoteFiles) -> bytes | None:
+    """A recorded file's bytes now, from wherever it is; None when it is gone."""
+    if is_remote(name):
+        return remote.read(name)
+    local_archive = Path(archive_dir) if archive_dir and not is_remote(archive_dir) else None
+    path = locate(name, local_archive)
+    return path.read_bytes() if path is not None else None
+
+
+def check_bytes(name: str, status: str, rows_read: int, recorded: tuple, data: bytes
                 ) -> list[str]:
-    """What differs between the recorded facts of a file and the file at `path`."""
+    """What differs between the recorded facts of a file and its bytes now."""
     size, lines, sha = recorded
-    recount = Recount.of(path.read_bytes(), size)
+    recount = Recount.of(data, size)
     if sha is not None and recount.sha256 != sha:
         if recount.prefix_sha256 == sha:
             return [f"{name}: appended to after it was loaded ({recount.size - size} bytes"
@@ -129,28 +199,37 @@ def check_bytes(name: str, status: str, rows_read: int, recorded: tuple, path: P
     return problems
 
 
-def reconcile(cursor, archive_dir: Path | None = None) -> Report:
+def reconcile(cursor, archive_dir: str | None = None) -> Report:
     """Every check above; each problem names a file or the whole table."""
     cursor.execute(_FILES)
     rows = cursor.fetchall()
     report = Report(files=len(rows))
-    for name, status, read, written, rejected, duplicate, rejected_rows, *facts in rows:
-        if read != written + rejected + duplicate:
-            report.problems.append(f"{name}: read {read} != written {written} + rejected"
-                                   f" {rejected} + duplicate {duplicate}")
-        if rejected != rejected_rows:
-            report.problems.append(f"{name}: {rejected} rejected but {rejected_rows} rows in"
-                                   " events_rejected")
-        if status == "quarantined":
-            report.quarantined.append(name)
-        if status == "missing" or (status == "quarantined" and facts[0] is None):
-            continue
-        path = locate(name, archive_dir)
-        if path is None:
-            report.not_on_disk.append(name)
-            continue
-        report.checked_on_disk += 1
-        report.problems.extend(check_bytes(name, status, read, tuple(facts), path))
+    remote = RemoteFiles(archive_dir if archive_dir and is_remote(archive_dir) else None)
+    try:
+        for name, status, read, written, rejected, duplicate, rejected_rows, *facts in rows:
+            if read != written + rejected + duplicate:
+                report.problems.append(f"{name}: read {read} != written {written} + rejected"
+                                       f" {rejected} + duplicate {duplicate}")
+            if rejected != rejected_rows:
+                report.problems.append(f"{name}: {rejected} rejected but {rejected_rows} rows"
+                                       " in events_rejected")
+            if status == "quarantined":
+                report.quarantined.append(name)
+            if status == "missing" or (status == "quarantined" and facts[0] is None):
+                continue
+            try:
+                data = read_back(name, archive_dir, remote)
+            except (Py4JJavaError, OSError) as e:  # the store refused, or is unreachable
+                report.problems.append(f"{name}: could not be read back ({_first_line(e)}):"
+                                       " check the storage settings")
+                continue
+            if data is None:
+                report.not_on_disk.append(name)
+                continue
+            report.checked_on_disk += 1
+            report.problems.extend(check_bytes(name, status, read, tuple(facts), data))
+    finally:
+        remote.close()
     cursor.execute("SELECT count(*) FROM events")
     events = cursor.fetchone()[0]
     written = sum(row[3] for row in rows)
@@ -160,9 +239,13 @@ def reconcile(cursor, archive_dir: Path | None = None) -> Report:
     return report
 
 
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = tool_parser("pipeline.ops.reconcile", __doc__.split("\n\n")[0])
-    parser.add_argument("--archive-dir", type=Path, metavar="DIR",
+    parser.add_argument("--archive-dir", metavar="DIR|URI",
                         help="where the job's --clean-source archive moved loaded files")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
