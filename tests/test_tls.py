@@ -161,8 +161,11 @@ def run_tool(db: Database, module: str, *args: str, **env: str) -> subprocess.Co
 def test_tools_read_over_verified_tls_as_the_reporting_account(tls_server, tls_database,
                                                                tmp_path):
     verified = dict(MYSQL_SSL_MODE="VERIFY_IDENTITY", MYSQL_SSL_CA=str(tls_server["ca"]))
+    # Real (empty) folders: status rightly fails on a source or checkpoint that does not exist.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "ck").mkdir()
     runs = [
-        run_tool(tls_database, "status", "--json", "--source", str(tmp_path / "none"),
+        run_tool(tls_database, "status", "--json", "--source", str(tmp_path / "data"),
                  "--checkpoint", str(tmp_path / "ck"), **verified),
         run_tool(tls_database, "reconcile", **verified),
         run_tool(tls_database, "chart", "--output", str(tmp_path / "chart.png"), **verified),
