@@ -37,6 +37,7 @@ from bench import machine  # noqa: E402 - after the sys.path line above
 from bench import report  # noqa: E402 - after the sys.path line above
 from bench import summary  # noqa: E402 - after the sys.path line above
 from bench.jobs import DRIVER_JAR  # noqa: E402 - after the sys.path line above
+from bench.jobs import MYSQL_DRIVER_JAR  # noqa: E402 - after the sys.path line above
 from bench.jobs import PYTHON  # noqa: E402 - after the sys.path line above
 from bench.scenarios import DEFAULT_ORDER  # noqa: E402 - after the sys.path line above
 from bench.scenarios import SCENARIOS  # noqa: E402 - after the sys.path line above
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not DRIVER_JAR.is_file():
         sys.exit(f"bench: no JDBC driver at {DRIVER_JAR}: run bash scripts/setup.sh")
+    if not MYSQL_DRIVER_JAR.is_file():
+        sys.exit(f"bench: no MySQL Connector/J at {MYSQL_DRIVER_JAR}: run"
+                 " bash scripts/setup.sh --for-tests")
     check_job_flags(args.job_args_list)
     signal.signal(signal.SIGTERM, _terminate)
     started = datetime.now(UTC)

@@ -5,7 +5,8 @@
 - load_data:   LOAD DATA LOCAL INFILE per file with mysql-connector-python, a database-side
                reference for how fast rows can get in at all (no validation, no ledger);
 - ours:        spark_streaming.py, checked for exactly-once after every run;
-- ours_tasks:  the same with --driver-batch-max-bytes 0: every batch through Spark tasks.
+- ours_tasks:  the same with --driver-batch-max-bytes 0: every batch through Spark tasks;
+- ours_mysqlj: ours with MySQL Connector/J instead of MariaDB's (the production driver).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from bench.workload import Expected
 
 PLAIN, TUNED, LOAD_DATA, OURS = "plain", "tuned_plain", "load_data", "ours"
 OURS_TASKS = "ours_tasks"
+OURS_MYSQLJ = "ours_mysqlj"
+# Which JDBC driver (a key of bench.jobs.DRIVERS) each contender of ours runs with.
+OURS_DRIVER = {OURS: "mariadb", OURS_TASKS: "mariadb", OURS_MYSQLJ: "mysql"}
 SPARK_TASKS_ARGS = ["--driver-batch-max-bytes", "0"]  # the job's "always Spark tasks" setting
 
 
@@ -183,7 +187,7 @@ def run_ours(server: BenchServer, work: Path, name: str, source: Path, exp: Expe
     """One --once run of our job into a fresh database; fails on any exit code but 0."""
     db = server.create_ours(name)
     job = ours_job(name, work, source, work / f"{name}.checkpoint", port or server.port, db,
-                   server.ca_file, once=True, job_args=job_args)
+                   server.ca_file, once=True, job_args=job_args, driver=OURS_DRIVER[contender])
     run_to_exit(job, meter, timeout, f"{name}: our job")
     run = ours_run(job, server, db, exp, contender)
     meter.annotate(run)
@@ -256,7 +260,7 @@ def run_empty(server: BenchServer, work: Path, name: str, contender: str,
     else:
         db = server.create_ours(name)
         job = ours_job(name, work, source, checkpoint, server.port, db, server.ca_file,
-                       once=True, job_args=job_args)
+                       once=True, job_args=job_args, driver=OURS_DRIVER[contender])
     run_to_exit(job, Meter(), timeout, f"{name}: the empty-folder run")
     return job.ended_at - job.started_at
 

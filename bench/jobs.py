@@ -20,6 +20,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 DRIVER_JAR = ROOT / "jars" / "mariadb-java-client.jar"
+# MySQL Connector/J as `setup.sh --for-tests` fetches it: the second driver ours is run with.
+MYSQL_DRIVER_JAR = ROOT / "jars" / "mysql-test" / "mysql-connector-j.jar"
+DRIVERS = {
+    "mariadb": {"JDBC_DRIVER_JAR": str(DRIVER_JAR)},
+    "mysql": {"JDBC_DRIVER_CLASS": "com.mysql.cj.jdbc.Driver",
+              "JDBC_DRIVER_JAR": str(MYSQL_DRIVER_JAR)},
+}
 SPARK_MASTER = "local[2]"
 
 
@@ -242,11 +249,12 @@ class MemorySampler:
 
 
 def ours_job(name: str, work: Path, source: Path, checkpoint: Path, port: int, db, ca_file: Path,
-             once: bool, job_args: list[str]) -> JobProcess:
-    """spark_streaming.py as its README says to run it, as the database's pipeline user."""
+             once: bool, job_args: list[str], driver: str = "mariadb") -> JobProcess:
+    """spark_streaming.py as its README says to run it, as the database's pipeline user,
+    with `driver` (a key of DRIVERS) as its JDBC driver."""
     env = spark_env(MYSQL_HOST="127.0.0.1", MYSQL_PORT=str(port), MYSQL_DATABASE=db.name,
                     MYSQL_USER=db.user, MYSQL_PASSWORD=db.password, MYSQL_SSL_MODE="VERIFY_CA",
-                    MYSQL_SSL_CA=str(ca_file), JDBC_DRIVER_JAR=str(DRIVER_JAR))
+                    MYSQL_SSL_CA=str(ca_file), **DRIVERS[driver])
     cmd = [PYTHON, str(ROOT / "spark_streaming.py"), "--source", str(source),
            "--checkpoint", str(checkpoint), *(["--once"] if once else []), *job_args]
     return JobProcess(name, cmd, env, work / f"{name}.log")

@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.jobs import DRIVER_JAR
+from bench.jobs import MYSQL_DRIVER_JAR
 from bench.jobs import ROOT
 
 
@@ -80,6 +81,7 @@ def describe(mariadb_version: str) -> dict:
         "spark": pyspark.__version__,
         "mariadb": mariadb_version,
         "jdbc_driver": f"MariaDB Connector/J {_jar_version(DRIVER_JAR)}",
+        "jdbc_driver_mysqlj": f"MySQL Connector/J {_jar_version(MYSQL_DRIVER_JAR)}",
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "git_commit": _first_line(["git", "rev-parse", "--short", "HEAD"]),
         "git_worktree": "modified" if dirty not in ("", "unknown") else "clean",

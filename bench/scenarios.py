@@ -20,6 +20,7 @@ from bench.cluster import read_event_log
 from bench.cluster import tasks_per_worker
 from bench.contenders import LOAD_DATA
 from bench.contenders import OURS
+from bench.contenders import OURS_MYSQLJ
 from bench.contenders import OURS_TASKS
 from bench.contenders import PLAIN
 from bench.contenders import SPARK_TASKS_ARGS
@@ -156,10 +157,11 @@ def backlog(ctx: Context, result: ScenarioResult) -> None:
     load = run_load_data(ctx.server, ctx.tag("backlog_load"), exp)
     load.extra["figure"] = load.rows_per_s
     result.runs.append(load)
-    for contender in (PLAIN, TUNED, OURS):
+    for contender in (PLAIN, TUNED, OURS, OURS_MYSQLJ):
         name = ctx.tag(f"backlog_{contender}")
-        if contender == OURS:
-            run = run_ours(ctx.server, ctx.work, name, folder, exp, ctx.job_args, timeout=300)
+        if contender in (OURS, OURS_MYSQLJ):
+            run = run_ours(ctx.server, ctx.work, name, folder, exp, ctx.job_args, timeout=300,
+                           contender=contender)
         else:
             run = run_plain(ctx.server, ctx.work, name, folder, exp, timeout=600,
                             tuned=contender == TUNED)
@@ -170,6 +172,11 @@ def backlog(ctx: Context, result: ScenarioResult) -> None:
         "backlog, 200 x 21-row files: >= 3x the tuned plain design (drain rows/s)",
         _ratio(ours.extra["drain_rows_per_s"], tuned.extra["drain_rows_per_s"]), 3, True, "x",
         None if tuned.check == "ok" else f"tuned plain: {tuned.check}"))
+    mysqlj = result.run(OURS_MYSQLJ)
+    result.goals.append(_goal(
+        "backlog with MySQL Connector/J: >= 0.9x ours with MariaDB's (drain rows/s)",
+        _ratio(mysqlj.extra["drain_rows_per_s"], ours.extra["drain_rows_per_s"]), 0.9, True,
+        "x"))
     vs_plain = _ratio(ours.extra["drain_rows_per_s"], plain.extra["drain_rows_per_s"])
     wall = _ratio(ours.rows_per_s, tuned.rows_per_s)
     # The drain is the difference of two wall times of ~20 s each, so machine load moves it
@@ -209,6 +216,9 @@ def bulk(ctx: Context, result: ScenarioResult) -> None:
     result.runs.append(run_ours(ctx.server, ctx.work, ctx.tag("bulk_ours_tasks"), folder, exp,
                                 [*ctx.job_args, *SPARK_TASKS_ARGS], timeout=600,
                                 contender=OURS_TASKS))
+    # The production driver: LOAD DATA LOCAL from memory through MySQL's own Connector/J.
+    result.runs.append(run_ours(ctx.server, ctx.work, ctx.tag("bulk_ours_mysqlj"), folder, exp,
+                                ctx.job_args, timeout=600, contender=OURS_MYSQLJ))
     load = result.run(LOAD_DATA)
     load.extra["figure"] = load.rows_per_s
     for run in result.runs:
@@ -224,6 +234,11 @@ def bulk(ctx: Context, result: ScenarioResult) -> None:
         "bulk, one 1,000,000-row file: >= 0.9x LOAD DATA, exactly-once, every row checked",
         _ratio(ours.extra.get("rows_per_s_excl_startup"), load.rows_per_s), 0.9, True, "x",
         _every_row_checked(ours)))
+    mysqlj = result.run(OURS_MYSQLJ)
+    result.goals.append(_goal(
+        "bulk with MySQL Connector/J: >= 0.9x LOAD DATA, exactly-once, every row checked",
+        _ratio(mysqlj.extra.get("rows_per_s_excl_startup"), load.rows_per_s), 0.9, True, "x",
+        _every_row_checked(mysqlj)))
     tasks_ratio = _ratio(tasks.extra.get("rows_per_s_excl_startup"), load.rows_per_s)
     wall = _ratio(ours.rows_per_s, load.rows_per_s)
     result.notes.append(f"wall time incl. JVM start-up: ours {wall:.2f}x load_data" if wall
@@ -292,6 +307,9 @@ def slow_link(ctx: Context, result: ScenarioResult) -> None:
         one_file_each = [*ctx.job_args, "--catch-up-files", "0"]
         result.runs.append(run_ours(ctx.server, ctx.work, ctx.tag("slow_ours"), folder, exp,
                                     one_file_each, timeout=300, port=port, meter=meter))
+        result.runs.append(run_ours(ctx.server, ctx.work, ctx.tag("slow_ours_mysqlj"), folder,
+                                    exp, one_file_each, timeout=300, port=port, meter=meter,
+                                    contender=OURS_MYSQLJ))
     finally:
         proxy.close()
     for run in result.runs:
@@ -299,6 +317,8 @@ def slow_link(ctx: Context, result: ScenarioResult) -> None:
     ours, plain = result.run(OURS), result.run(PLAIN)
     result.goals.append(_goal("slow link, 50 ms round trip, 21-row batches: <= 0.15 s per"
                               " batch", ours.s_per_batch, 0.15, False, " s"))
+    result.goals.append(_goal("slow link with MySQL Connector/J: <= 0.15 s per batch",
+                              result.run(OURS_MYSQLJ).s_per_batch, 0.15, False, " s"))
     speedup = _ratio(plain.s_per_batch, ours.s_per_batch)
     result.notes.append(f"ours {speedup:.1f}x faster per batch than plain" if speedup
                         else "ours vs plain: no figure")

@@ -80,6 +80,27 @@ _JOB_KEYS = {
     # A class that rewrites the other options, TLS ones included.
     "propertiestransform": None,
 }
+# Options of either driver that would weaken security or exactly-once, and why.
+_UNSAFE_KEYS = {
+    "allowpublickeyretrieval": "it lets the server hand over an unverified key that the"
+                               " password is then encrypted with",
+    "autodeserialize": "it makes the driver run Java deserialization on what the server sends",
+    "socketfactory": "another socket implementation can bypass the driver's TLS",
+    "authenticationplugins": "it can enable plugins that send the password in clear",
+    "defaultauthenticationplugin": "it can choose a plugin that sends the password in clear",
+    "disabledauthenticationplugins": "the driver's own set of plugins is the one checked",
+    "autoreconnect": "a silent reconnect in the middle of a batch would commit half of it",
+    "autoreconnectforpools": "a silent reconnect in the middle of a batch would commit half of"
+                             " it",
+    "queryinterceptors": "a class that rewrites statements breaks the batch transaction",
+    "statementinterceptors": "a class that rewrites statements breaks the batch transaction",
+    "connectionlifecycleinterceptors": "a class that sees commits can change them",
+    "exceptioninterceptors": "a class that rewrites errors hides what went wrong",
+    "traceprotocol": "it writes the protocol's packets, data and all, to the driver's log",
+    "enablepacketdebug": "it keeps the protocol's packets, data and all, for the log",
+    "profilesql": "it writes every statement, data and all, to the driver's log",
+    "autogeneratetestcasescript": "it writes every statement, data and all, to the log",
+}
 _OPTION_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
 
 
@@ -113,6 +134,9 @@ def url_option_problems(options: dict[str, str]) -> list[str]:
         problems.append(f"JDBC_URL_OPTIONS may not set {', '.join(tls)}: TLS is set only by"
                         " MYSQL_SSL_MODE and MYSQL_SSL_CA (see docs/security.md)")
     for key in options:
+        if key.lower() in _UNSAFE_KEYS:
+            problems.append(f"JDBC_URL_OPTIONS may not set {key}: {_UNSAFE_KEYS[key.lower()]}"
+                            " (docs/security.md)")
         if key.lower() in _JOB_KEYS:
             instead = _JOB_KEYS[key.lower()]
             problems.append(f"JDBC_URL_OPTIONS may not set {key}: "

@@ -131,9 +131,30 @@ if [ "$FOR_TESTS" = 1 ] && ! s3_jars_ok; then
   say "S3 test jars: $S3_TEST_JARS/"
 fi
 
+# 7. MySQL Connector/J 8.0.33 for the driver matrix's tests only (TEST_JDBC_DRIVER=mysql):
+#    MySQL's unmodified jar, carried by the PyPI package wbjdbc 2.4.0, into jars/mysql-test/.
+#    Users bring their own (--packages com.mysql:mysql-connector-j:<version> or JDBC_DRIVER_JAR).
+MYSQL_TEST_JAR=jars/mysql-test/mysql-connector-j.jar
+MYSQL_TEST_JAR_SHA256=e2a3b2fc726a1ac64e998585db86b30fa8bf3f706195b78bb77c5f99bf877bd9
+mysql_jar_ok() {
+  echo "$MYSQL_TEST_JAR_SHA256  $MYSQL_TEST_JAR" | sha256sum --check --status 2>/dev/null
+}
+if [ "$FOR_TESTS" = 1 ] && ! mysql_jar_ok; then
+  say "fetching MySQL Connector/J 8.0.33 for the tests (PyPI package wbjdbc 2.4.0)"
+  mysql_download=$(mktemp -d)
+  .venv/bin/python -m pip download -q --no-deps wbjdbc==2.4.0 -d "$mysql_download"
+  mkdir -p "$(dirname "$MYSQL_TEST_JAR")"
+  .venv/bin/python -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))' \
+    "$mysql_download"/wbjdbc-2.4.0-py3-none-any.whl \
+    wbjdbc/resources/maven/mysql/mysql-connector-j-8.0.33.jar > "$MYSQL_TEST_JAR"
+  rm -rf "$mysql_download"
+  mysql_jar_ok || { echo "[setup] $MYSQL_TEST_JAR: SHA-256 mismatch" >&2; exit 1; }
+  say "MySQL Connector/J for the tests: $MYSQL_TEST_JAR"
+fi
+
 [ "$WITH_DB" = 1 ] || exit 0
 
-# 7. Configuration: a .env for the local demo with fresh random passwords for the job's and the
+# 8. Configuration: a .env for the local demo with fresh random passwords for the job's and the
 #    reporting account. umask 077 in the subshell: the file is private from its first byte.
 if [ ! -f .env ]; then
   secret() { .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(18))'; }
@@ -145,7 +166,7 @@ if [ ! -f .env ]; then
   say "wrote .env (local MariaDB; accounts 'pipeline' and 'pipeline_report' with random passwords)"
 fi
 
-# 8. A local database server (only when .env points at this machine and none answers). The
+# 9. A local database server (only when .env points at this machine and none answers). The
 #    admin account never goes into .env: the local demo's root (no password, as Debian sets
 #    it up) is handed to setup_db in its own environment only. For any other server, setup_db
 #    asks for the admin's password (or takes MYSQL_ADMIN_USER/MYSQL_ADMIN_PASSWORD from the

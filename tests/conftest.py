@@ -110,3 +110,9 @@ def sink(spark, database):
     s.connect()
     yield s
     s.close()
+
+
+def pytest_report_header(config) -> str:
+    from tests.support.jobs import driver_under_test
+
+    return f"JDBC driver: {driver_under_test()} (set TEST_JDBC_DRIVER=mariadb or mysql)"

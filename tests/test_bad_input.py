@@ -15,6 +15,9 @@ from tests.support.jobs import ROOT
 from tests.support.jobs import run_generator
 from tests.support.jobs import run_job
 
+# Run by the driver matrix too: .ci/run repeats these with TEST_JDBC_DRIVER=mysql.
+pytestmark = pytest.mark.drivers
+
 CORPUS = Path(__file__).parent / "corpus"
 
 # file -> (rows read, written, rejected, duplicate)

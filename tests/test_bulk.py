@@ -20,6 +20,9 @@ from tests.support.jobs import run_generator
 from tests.support.jobs import run_job
 from tests.support.jobs import start_job
 
+# Run by the driver matrix too: .ci/run repeats these with TEST_JDBC_DRIVER=mysql.
+pytestmark = pytest.mark.drivers
+
 STREAMED = ["--driver-batch-max-bytes", "1024"]
 # Values LOAD DATA's tab-separated format reads specially, and text beyond ASCII.
 AWKWARD_USERS = ["tab\there", "back\\slash", "\\N", "\\t not a tab", "trailing\\",

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from tests.support.jobs import PYTHON
 from tests.support.jobs import ROOT
 from tests.support.jobs import events_in_db
@@ -50,6 +52,7 @@ def test_a_backlog_is_taken_in_big_batches_then_one_file_per_batch(tmp_path, dat
     assert len(ids) == len(set(ids)) and set(ids) == set(expected_events(source))
 
 
+@pytest.mark.slow  # a long real run; .ci/run runs it after the default suite
 def test_a_flow_faster_than_the_steady_query_stays_in_catch_up(tmp_path, database):
     """20 files/s, far beyond one file per trigger: the job must not restart its query every
     few seconds (it did, in a soak), but stay in big batches, and lose nothing."""

@@ -24,6 +24,9 @@ from tests.support.jobs import expected_events
 from tests.support.jobs import kill_group
 from tests.support.jobs import run_generator
 
+# Run by the driver matrix too: .ci/run repeats these with TEST_JDBC_DRIVER=mysql.
+pytestmark = pytest.mark.drivers
+
 ON_EXECUTORS = "(executors, streamed"
 
 
@@ -90,6 +93,7 @@ def finished_tasks(cluster, reason: str = "Success") -> Counter:
                    if e["Task End Reason"]["Reason"] == reason)
 
 
+@pytest.mark.slow  # a long real run; .ci/run runs it after the default suite
 def test_once_on_a_standalone_cluster_checks_on_every_executor(tmp_path, database, cluster):
     source = tmp_path / "data"
     run_generator(source, "--files", "6", "--events-per-file", "3000", "--seed", "31")

@@ -178,6 +178,23 @@ def test_options_the_job_owns_are_refused(options, instead):
     assert "hunter2" not in str(e.value)
 
 
+@pytest.mark.parametrize("options, why", [
+    ("allowPublicKeyRetrieval=true", "unverified key"),
+    ("autoDeserialize=true", "deserialization"),
+    ("socketFactory=com.example.Plain", "bypass the driver's TLS"),
+    ("defaultAuthenticationPlugin=mysql_clear_password", "password in clear"),
+    ("AUTORECONNECT=true", "commit half of it"),
+    ("queryInterceptors=com.example.Rewrite", "breaks the batch transaction"),
+    ("traceProtocol=true", "data and all"),
+    ("profileSQL=true", "data and all"),
+])
+def test_options_that_weaken_security_or_exactly_once_are_refused(options, why):
+    with pytest.raises(ConfigError) as e:
+        settings(JDBC_URL_OPTIONS=options)
+    assert f"JDBC_URL_OPTIONS may not set {options.split('=')[0]}: " in str(e.value)
+    assert why in str(e.value)
+
+
 @pytest.mark.parametrize("options", ["useCompression", "=true", "a=1&&b", "a b=1",
                                      "tcpKeepAlive=", "a=1&A=2"])
 def test_malformed_jdbc_url_options_are_a_config_error(options):

@@ -9,12 +9,18 @@ from datetime import UTC
 from datetime import datetime
 from decimal import Decimal
 
+import pytest
+
+from tests.support.jobs import driver_under_test
 from tests.support.jobs import events_in_db
 from tests.support.jobs import expected_events
 from tests.support.jobs import kill_group
 from tests.support.jobs import run_generator
 from tests.support.jobs import run_job
 from tests.support.jobs import start_job
+
+# Run by the driver matrix too: .ci/run repeats these with TEST_JDBC_DRIVER=mysql.
+pytestmark = pytest.mark.drivers
 
 
 def stored_events(database) -> dict[str, tuple]:
@@ -49,6 +55,9 @@ def test_once_loads_exactly_the_valid_rows_and_a_replay_changes_nothing(tmp_path
     done = run_job(database.job_env(), "--source", str(source), "--checkpoint",
                    str(checkpoint), "--once", submit=True)
     assert done.returncode == 0, done.stderr[-4000:]
+    # The driver of the matrix's run (TEST_JDBC_DRIVER) is the one the job really loaded.
+    vendor = {"mariadb": "MariaDB Connector/J", "mysql": "MySQL Connector/J"}[driver_under_test()]
+    assert f"(no TLS) with {vendor} " in done.stdout + done.stderr, done.stderr[-4000:]
     stored = stored_events(database)
     assert stored == {eid: as_stored(row) for eid, row in expected.items()}
     assert database.query("SELECT reason, count(*) FROM events_rejected GROUP BY reason") == [

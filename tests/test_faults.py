@@ -25,6 +25,9 @@ from tests.support.jobs import start_job
 from tests.support.mariadb_server import MariaDBServer
 from tests.support.tcp_proxy import TcpProxy
 
+# Run by the driver matrix too: .ci/run repeats these with TEST_JDBC_DRIVER=mysql.
+pytestmark = pytest.mark.drivers
+
 
 def wait_for(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
@@ -153,6 +156,7 @@ def test_latency_stalls_and_resets_mid_transaction_keep_exactly_once(tmp_path, d
           f" {events} events exactly once")
 
 
+@pytest.mark.slow  # a long real run; .ci/run runs it after the default suite
 def test_lost_checkpoint_loads_nothing_twice(tmp_path, database):
     source, checkpoint = tmp_path / "data", tmp_path / "ck"
     run_generator(source, "--files", "3", "--seed", "26")

@@ -12,6 +12,8 @@ from datetime import UTC
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from tests.support.jobs import events_in_db
 from tests.support.jobs import expected_events
 from tests.support.jobs import kill_group
@@ -82,6 +84,7 @@ def test_a_file_dated_in_the_future_hides_no_later_file(tmp_path, database):
     assert_every_file_loaded(database, files)
 
 
+@pytest.mark.slow  # a long real run; .ci/run runs it after the default suite
 def test_files_dated_long_ago_after_a_current_file_are_loaded(tmp_path, database):
     files, checkpoint = Files(tmp_path, 7), tmp_path / "ck"
     first = files.add("a_now")

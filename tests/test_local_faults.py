@@ -59,6 +59,7 @@ def fill(disk: Path) -> None:
             pass
 
 
+@pytest.mark.slow  # a long real run; .ci/run runs it after the default suite
 def test_full_disk_under_the_checkpoint_stops_the_job_and_loses_nothing(
         tmp_path, database, tiny_disk):
     source, log_path = tmp_path / "data", tmp_path / "job.log"

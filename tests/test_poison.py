@@ -17,6 +17,9 @@ from tests.support.jobs import Server
 from tests.support.jobs import run_job
 from tests.support.mariadb_server import MariaDBServer
 
+# Run by the driver matrix too: .ci/run repeats these with TEST_JDBC_DRIVER=mysql.
+pytestmark = pytest.mark.drivers
+
 HEADER = "event_id,user_id,product_id,event_type,price,event_time"
 SEED = 1302
 
@@ -105,6 +108,7 @@ def test_a_file_the_database_refuses_is_quarantined_and_the_rest_load(tmp_path, 
     assert "events_2.csv: quarantined as a whole" in check.stdout
 
 
+@pytest.mark.slow  # a long real run; .ci/run runs it after the default suite
 def test_an_error_of_the_environment_stops_the_job_and_quarantines_nothing(tmp_path, database):
     """A revoked grant is no fault of the files: the job stops, nothing is recorded, and a
     restart once the grant is back loads everything."""

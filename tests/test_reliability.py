@@ -22,6 +22,9 @@ from tests.support.jobs import kill_group
 from tests.support.jobs import run_job
 from tests.support.jobs import start_job
 
+# Run by the driver matrix too: .ci/run repeats these with TEST_JDBC_DRIVER=mysql.
+pytestmark = pytest.mark.drivers
+
 
 def committed_batches(database) -> int:
     return database.query("SELECT count(*) FROM ingest_batches")[0][0]

@@ -63,6 +63,7 @@ def reconcile(database, s3, archive: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+@pytest.mark.slow  # a long real run; .ci/run runs it after the default suite
 def test_s3_source_loads_hostile_names_once_archives_and_reconciles(tmp_path, database, s3):
     rng = random.Random(SEED)
     print(f"s3 corpus seed {SEED}")

@@ -19,6 +19,9 @@ from tests.support.jobs import PYTHON
 from tests.support.jobs import ROOT
 from tests.support.jobs import run_job
 
+# Run by the driver matrix too: .ci/run repeats these with TEST_JDBC_DRIVER=mysql.
+pytestmark = pytest.mark.drivers
+
 
 def assert_one_clear_refusal(done: subprocess.CompletedProcess, message: str, secret: str):
     output = done.stdout + done.stderr

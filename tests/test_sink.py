@@ -14,6 +14,9 @@ from pipeline.contract import BatchPayload
 from pipeline.contract import FilePayload
 from pipeline.errors import BatchRejected
 
+# Run by the driver matrix too: .ci/run repeats these with TEST_JDBC_DRIVER=mysql.
+pytestmark = pytest.mark.drivers
+
 
 def chunk(rows: list[list]) -> str:
     return json.dumps(rows)

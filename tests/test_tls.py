@@ -26,6 +26,9 @@ from tests.support.jobs import run_job
 from tests.support.mariadb_server import MariaDBServer
 from tests.support.mariadb_server import make_tls_material
 
+# Run by the driver matrix too: .ci/run repeats these with TEST_JDBC_DRIVER=mysql.
+pytestmark = pytest.mark.drivers
+
 
 def openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)

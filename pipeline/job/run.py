@@ -80,9 +80,10 @@ def _run_locked(settings: Settings, options: JobOptions, hooks: CommitHooks | No
     try:
         sink.connect()
         sink.ensure_schema()
-        log.info("connected to %s:%d/%s%s", settings.mysql.host, settings.mysql.port,
+        log.info("connected to %s:%d/%s%s with %s", settings.mysql.host, settings.mysql.port,
                  settings.mysql.database,
-                 f" over {sink.tls_version}" if sink.tls_version else " (no TLS)")
+                 f" over {sink.tls_version}" if sink.tls_version else " (no TLS)",
+                 sink.db.driver_info.label)
         generations = checkpoint_generations(options, hooks)
         location = str(generations.location) if generations else options.checkpoint
         metrics = JobMetrics() if options.metrics_port else None

@@ -54,6 +54,16 @@ def java_sql_error(exc: Py4JJavaError, gateway) -> tuple[str, int, str, str]:
     return "", 0, str(top.getMessage()), top.getClass().getName()
 
 
+def cause_messages(exc: Py4JJavaError) -> str:
+    """Every message down the Java cause chain, one a line: MySQL Connector/J says only
+    "Communications link failure" on top and puts the reason (refused, PKIX...) below."""
+    messages, current = [], exc.java_exception
+    while current is not None and len(messages) < 10:
+        messages.append(f"{current.getClass().getName()}: {current.getMessage()}")
+        current = current.getCause()
+    return "\n".join(messages)
+
+
 def is_too_large(code: int, message: str) -> bool:
     """A statement over max_allowed_packet: the server (1153, 1301) or the driver refused it.
     Some drivers close the connection for it, which must not pass for an outage."""
@@ -75,13 +85,22 @@ def _server_has_no_tls(lowered: str) -> bool:
     MariaDB's "ssl not enabled in the server", MySQL's "... not supported by server"."""
     return "ssl" in lowered and any(s in lowered for s in (
         "not enabled in the server", "not supported by server", "doesn't support ssl",
-        "does not support ssl", "server does not support ssl"))
+        "does not support ssl", "server does not support ssl", "not provided by server"))
 
 
-def explain_connect_failure(message: str, settings: Settings) -> SinkError:
-    """Turn a driver's connect error into advice (the driver never echoes the password)."""
+def _names_another_host(lowered: str) -> bool:
+    """MariaDB's and MySQL's words for a certificate that does not name the host."""
+    return any(s in lowered for s in (
+        "hostname verification", "doesn't correspond to certificate",
+        "no subject alternative names matching", "no subject alternative dns name matching",
+        "no name matching", "server identity verification failed"))
+
+
+def explain_connect_failure(message: str, settings: Settings, causes: str = "") -> SinkError:
+    """Turn a driver's connect error into advice (the driver never echoes the password);
+    `causes` are the messages below it (cause_messages), read for the reason too."""
     m = settings.mysql
-    lowered = message.lower()
+    lowered = f"{message}\n{causes}".lower()
     where = f"{m.host}:{m.port}"
     if "access denied" in lowered:
         hint = (f"check MYSQL_USER/MYSQL_PASSWORD and that {m.user} may use database "
@@ -93,13 +112,13 @@ def explain_connect_failure(message: str, settings: Settings) -> SinkError:
     if "unknown database" in lowered:
         return SinkError(f"database {m.database!r} does not exist on {where}: create it"
                          " (scripts/setup.sh or python -m pipeline.ops.setup_db)")
-    if "pkix" in lowered or ("certificate" in lowered and "verif" not in lowered):
-        return SinkError(f"TLS: the certificate of {where} is not signed by"
-                         f" MYSQL_SSL_CA={m.ssl_ca} (wrong CA file?)")
-    if "hostname verification" in lowered or "doesn't correspond to certificate" in lowered:
+    if _names_another_host(lowered):
         return SinkError(f"TLS: the certificate of {where} does not name host {m.host!r};"
                          " connect by the name in the certificate or use"
                          " MYSQL_SSL_MODE=VERIFY_CA")
+    if "pkix" in lowered or ("certificate" in lowered and "verif" not in lowered):
+        return SinkError(f"TLS: the certificate of {where} is not signed by"
+                         f" MYSQL_SSL_CA={m.ssl_ca} (wrong CA file?)")
     if "serversslcert" in lowered:
         return SinkError(f"TLS: cannot read MYSQL_SSL_CA={m.ssl_ca}")
     if _server_has_no_tls(lowered):
@@ -112,7 +131,10 @@ def explain_connect_failure(message: str, settings: Settings) -> SinkError:
                                   "too many connections")):
         return DatabaseUnreachable(f"cannot reach the database at {where}: is it running and"
                                    f" reachable? ({message.splitlines()[0]})")
-    return SinkError(f"cannot connect to the database at {where}: {message.splitlines()[0]}")
+    deepest = causes.splitlines()[-1] if causes.strip() else ""
+    because = f" (the cause below it: {deepest})" if deepest and message not in deepest else ""
+    return SinkError(f"cannot connect to the database at {where}:"
+                     f" {message.splitlines()[0]}{because}")
 
 
 def load_driver(spark: SparkSession, settings: Settings) -> tuple[object, DriverInfo]:
@@ -194,8 +216,8 @@ class Connection:
         self._gateway = spark.sparkContext._gateway
         self._settings = settings
         self._driver, self.driver_info = load_driver(spark, settings)
-        # LOAD DATA LOCAL from a stream: MariaDB Connector/J only (MySQL's is untested here).
-        self.bulk_load_wanted = bulk_load and self.driver_info.family.startswith("mariadb")
+        # LOAD DATA LOCAL from a stream: both drivers take one (setLocalInfileInputStream).
+        self.bulk_load_wanted = bulk_load and self.driver_info.family != "unknown"
         self._truststore_dir = tempfile.TemporaryDirectory(prefix="pipeline-ca-")
         truststore = mysql_truststore(settings, self.driver_info,
                                       Path(self._truststore_dir.name))
@@ -231,7 +253,7 @@ class Connection:
         except Py4JJavaError as e:
             self.close()
             _, _, message, _ = java_sql_error(e, self._gateway)
-            raise explain_connect_failure(message, self._settings) from None
+            raise explain_connect_failure(message, self._settings, cause_messages(e)) from None
         if self._settings.mysql.ssl_mode != "DISABLED" and not self.tls_version:
             self.close()
             raise SinkError(

@@ -55,6 +55,13 @@ class DriverInfo:
     def version(self) -> tuple[int, ...]:
         return version_numbers(self.full_version) or (self.major_version, self.minor_version)
 
+    @property
+    def label(self) -> str:
+        """"MySQL Connector/J 8.0.33", for the log: which driver a job really runs."""
+        vendor = {"mysql": "MySQL Connector/J", "mariadb2": "MariaDB Connector/J",
+                  "mariadb3": "MariaDB Connector/J"}.get(self.family, self.class_name)
+        return f"{vendor} {'.'.join(map(str, self.version))}"
+
 
 def unsupported_driver(driver: DriverInfo) -> str | None:
     """Why this driver cannot be trusted to do what MYSQL_SSL_MODE says; None when it can."""
@@ -132,9 +139,9 @@ def build_url(mysql: MySQLSettings, driver: DriverInfo, extra_options: str = "",
               truststore_url: str | None = None, bulk_load: bool = False) -> str:
     """The JDBC URL (no credentials). `jdbc:mysql:` so Spark applies its MySQL dialect.
 
-    `bulk_load` lets MariaDB Connector/J answer LOAD DATA LOCAL with a stream the sink hands
-    it. Off, the option is set to false explicitly: Connector/J 2.7 allows it by default.
-    Even on, the driver sends only that stream, or a file named in the statement itself.
+    `bulk_load` lets the driver answer LOAD DATA LOCAL with a stream the sink hands it
+    (allowLocalInfile for MariaDB's, allowLoadLocalInfile for MySQL's). Off, the option is
+    set to false explicitly: MariaDB Connector/J 2.7 allows it by default.
 
     `extra_options` (JDBC_URL_OPTIONS, already checked by the configuration) come first and
     lose to the job's own options whatever their case: a driver may read either occurrence.
@@ -143,6 +150,11 @@ def build_url(mysql: MySQLSettings, driver: DriverInfo, extra_options: str = "",
     options.update(_FAMILY_OPTIONS.get(driver.family, {}))
     if driver.family.startswith("mariadb"):
         options["allowLocalInfile"] = "true" if bulk_load else "false"
+    elif driver.family == "mysql":
+        # Only allowLoadLocalInfile lets MySQL's driver send a stream (allowLoadLocalInfileInPath
+        # makes it open the named file instead); the server it goes to is one TLS verified,
+        # or on loopback (config.py).
+        options["allowLoadLocalInfile"] = "true" if bulk_load else "false"
     options["connectTimeout"] = str(mysql.connect_timeout_s * 1000)
     options["socketTimeout"] = str(mysql.socket_timeout_s * 1000)
     options.update(tls_options(mysql, driver, truststore_url))

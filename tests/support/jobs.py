@@ -17,6 +17,22 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 SPARK_SUBMIT = str(Path(PYTHON).parent / "spark-submit")
 
+# The JDBC driver every job and sink of the tests uses: TEST_JDBC_DRIVER=mariadb (the default,
+# jars/ as the set-up leaves it) or mysql (MySQL Connector/J, fetched by setup.sh --for-tests).
+DRIVERS = {
+    "mariadb": {},
+    "mysql": {"JDBC_DRIVER_CLASS": "com.mysql.cj.jdbc.Driver",
+              "JDBC_DRIVER_JAR": str(ROOT / "jars" / "mysql-test" / "mysql-connector-j.jar")},
+}
+
+
+def driver_under_test() -> str:
+    """The driver the tests run with; a clear error for a name that is not one."""
+    name = os.environ.get("TEST_JDBC_DRIVER", "mariadb")
+    if name not in DRIVERS:
+        raise SystemExit(f"TEST_JDBC_DRIVER={name!r}: use one of {', '.join(DRIVERS)}")
+    return name
+
 
 @dataclass(frozen=True)
 class Server:
@@ -71,6 +87,7 @@ class Database:
             PIPELINE_ENV_FILE=os.devnull,
             MYSQL_RETRY_BACKOFF_SECONDS="0.5",
         )
+        env.update(DRIVERS[driver_under_test()])
         if self.report_user:
             env.update(MYSQL_REPORT_USER=self.report_user,
                        MYSQL_REPORT_PASSWORD=self.report_password)
