@@ -143,3 +143,29 @@ def test_a_rebuild_replays_no_name_spark_would_not_list(tmp_path):
     write_folder(tmp_path)
     names = sorted(f.name for f in replay_files(tmp_path, archive=False))
     assert names == sorted(f"file:{tmp_path}/{name.decode()}" for name in LISTED)
+
+
+# Hadoop reads a path holding these as a glob: `?` is any one character, `[` opens a class.
+GLOB_NAMES = ["a?b", "a#b", "a[1]", "a*", "a{b}", "a\\b", "plain"]
+
+
+def test_names_with_glob_characters_are_each_read_once_by_spark_tasks(tmp_path, database):
+    """The Spark-task route (`--driver-batch-max-bytes 0`) with every file in one batch:
+    each file's rows counted once, checked against the rows in its own bytes."""
+    source = tmp_path / "in"
+    source.mkdir()
+    written = {}
+    for i, name in enumerate(GLOB_NAMES):
+        body = HEADER + b"".join(f"g{i}-{n},u{n},p1,view,1.00,2026-01-01T00:00:00Z\n".encode()
+                                 for n in range(5))
+        (source / f"events_{name}.csv").write_bytes(body)
+        written[f"events_{name}.csv"] = body.count(b"\n") - 1
+    done = run_job(database.job_env(), "--source", str(source), "--checkpoint",
+                   str(tmp_path / "ck"), "--once", "--driver-batch-max-bytes", "0",
+                   "--max-files-per-trigger", str(len(GLOB_NAMES)))
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "(spark)" in done.stdout + done.stderr, done.stderr[-4000:]
+    recorded = {name.rsplit("/", 1)[-1]: (read, rejected) for name, read, rejected in
+                database.query("SELECT source_file, rows_read, rows_rejected FROM ingest_files")}
+    assert recorded == {name: (rows, 0) for name, rows in written.items()}
+    assert database.query("SELECT count(*) FROM events") == [(sum(written.values()),)]

@@ -21,6 +21,9 @@ from tests.support.s3 import submit_job
 
 HEADER = ["event_id", "user_id", "product_id", "event_type", "price", "event_time"]
 SEED = 2705
+# Several files a batch: Spark's own batch read took names with `?` or `#` as globs and read
+# other files twice (pipeline.read.spark_source.read_files).
+PER_BATCH = 4
 # The local hostile tests' name cases that are valid S3 keys and Hadoop paths (a key with a
 # line end is refused by Hadoop's Path, which the job would meet as a listing error).
 NAMES = ["a b", "100%", "äöü", "%20x", "%2Fy", "a?b", "a#b", "it's", 'say "hi"', "-x",
@@ -72,7 +75,7 @@ def test_s3_source_loads_hostile_names_once_archives_and_reconciles(tmp_path, da
     for key, data in uploaded.items():
         s3.put(key, data)
     args = ["--source", s3.uri("in"), "--checkpoint", str(tmp_path / "ck"), "--once",
-            "--max-files-per-trigger", "1", "--clean-source", "archive",
+            "--max-files-per-trigger", str(PER_BATCH), "--clean-source", "archive",
             "--archive-dir", s3.uri("archive")]
     env = database.job_env()
 
@@ -91,7 +94,7 @@ def test_s3_source_loads_hostile_names_once_archives_and_reconciles(tmp_path, da
     # Spark archives a batch's files when it plans the next batch: all but the last batch.
     archived = s3.objects("archive/")
     left = s3.objects("in/")
-    assert len(archived) >= len(NAMES) - 1
+    assert len(archived) >= len(NAMES) - PER_BATCH
     assert {key.removeprefix("archive/"): data for key, data in archived.items()} | left \
         == uploaded
 

@@ -40,6 +40,7 @@ from pipeline.job.metrics import JobMetrics
 from pipeline.job.prefetch import prefetched
 from pipeline.job.routes import DRIVER_BATCH_MAX_BYTES
 from pipeline.job.routes import ROUTE_DRIVER
+from pipeline.job.routes import ROUTE_SPARK
 from pipeline.job.routes import ROUTE_SPARK_STREAMED
 from pipeline.job.routes import ROUTE_STREAMED
 from pipeline.job.routes import checked_chunks
@@ -50,6 +51,7 @@ from pipeline.job.routes import read_in_spark
 from pipeline.job.routes import read_local_payload
 from pipeline.read.checkpoint import CheckpointLog
 from pipeline.read.checkpoint import SourceFile
+from pipeline.read.spark_source import read_files
 from pipeline.write.sink import MySQLSink
 from pipeline.write.streamed import in_key_order
 
@@ -127,6 +129,9 @@ class BatchWriter:
         # No DataFrame: files replayed by pipeline.ops.rebuild, read on the driver.
         cluster = batch_df is not None and on_cluster(batch_df.sparkSession.sparkContext.master)
         route = choose_route(files, self._driver_batch_max_bytes, cluster)
+        if route in (ROUTE_SPARK, ROUTE_SPARK_STREAMED):
+            # The listed files read by name, each once (read_files says why not batch_df).
+            batch_df = read_files(batch_df.sparkSession, [f.uri for f in files])
         if route == ROUTE_STREAMED:
             batch, result, route = self._write_streamed(files, batch_id, started_at)
         elif route == ROUTE_SPARK_STREAMED:

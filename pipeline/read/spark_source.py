@@ -3,6 +3,11 @@ them, cut and flagged exactly as the local reader (`pipeline.read.local`) does."
 
 from __future__ import annotations
 
+import re
+from urllib.parse import unquote
+from urllib.parse import urlsplit
+
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -12,6 +17,10 @@ from pipeline.contract import LINE_MAX_BYTES
 from pipeline.contract import LINE_OK
 from pipeline.contract import LINE_TOO_LONG
 from pipeline.contract import SOURCE_GLOB
+
+# Hadoop's glob characters, escaped with a backslash to name a file literally.
+_GLOB_CHARACTERS = re.compile(r"([\\*?\[\]{}])")
+LINES_SCHEMA = "source_file string, value string"
 
 # Java's Long.MaxValue: the largest maxFileAge Spark parses (milliseconds).
 NEVER_FORGET_MS = 2**63 - 1
@@ -58,3 +67,39 @@ def raw_lines(batch: DataFrame) -> DataFrame:
         F.when(too_long, F.lit(LINE_TOO_LONG)).when(F.is_valid_utf8("value"), F.lit(LINE_OK))
         .otherwise(F.lit(LINE_BAD_UTF8)).alias("state"),
     )
+
+
+def hadoop_path(uri: str) -> str:
+    """The path Hadoop opens for a URI of the file source's log (percent-decoded)."""
+    parts = urlsplit(uri)
+    return f"{parts.scheme}://{parts.netloc}{unquote(parts.path)}"
+
+
+def _exists(spark: SparkSession, path: str) -> bool:
+    jvm_path = spark._jvm.org.apache.hadoop.fs.Path(path)
+    return jvm_path.getFileSystem(spark._jsc.hadoopConfiguration()).exists(jvm_path)
+
+
+def read_files(spark: SparkSession, uris: list[str]) -> DataFrame:
+    """The lines of exactly these files, each read once, as (source_file, value).
+
+    Not the micro-batch's own DataFrame: Spark builds that from the same list but takes
+    every path as a glob, so a name holding `?` or `#` has other files of the folder read
+    a second time. Here each path is escaped to name one file. A file already gone is left
+    out (it is recorded missing); one that goes between the check and the read is skipped
+    by spark.sql.files.ignoreMissingFiles.
+    """
+    for _ in range(3):
+        present = [path for path in map(hadoop_path, uris) if _exists(spark, path)]
+        if not present:
+            return spark.createDataFrame([], LINES_SCHEMA)
+        try:
+            lines = spark.read.format("text").load(
+                [_GLOB_CHARACTERS.sub(r"\\\1", path) for path in present])
+        except AnalysisException as e:
+            if "PATH_NOT_FOUND" not in str(e):
+                raise
+            continue  # one went between the check and the listing: check again
+        return lines.select(F.col("_metadata.file_path").alias("source_file"), F.col("value"))
+    return spark.createDataFrame([], LINES_SCHEMA)
+
