@@ -16,8 +16,13 @@ import pytest
 
 from tests.support.jobs import PYTHON
 from tests.support.jobs import ROOT
+from tests.support.jobs import start_job
 from tests.support.s3 import moto_s3
 from tests.support.s3 import submit_job
+from tests.test_cluster import ON_EXECUTORS
+from tests.test_cluster import cluster  # noqa: F401 - the fixture: a master and two workers
+from tests.test_cluster import finished_tasks
+from tests.test_cluster import submit
 
 HEADER = ["event_id", "user_id", "product_id", "event_type", "price", "event_time"]
 SEED = 2705
@@ -113,3 +118,63 @@ def test_s3_source_loads_hostile_names_once_archives_and_reconciles(tmp_path, da
     report = json.loads(check.stdout.strip().splitlines()[-1])
     assert len(report["problems"]) == 1 and "events_plain.csv: 21 rows recorded, more than" \
         " its 18 data line(s)" in report["problems"][0], report
+
+
+@pytest.mark.slow  # two real runs under the S3 connector
+@pytest.mark.parametrize("moment", ["before_commit", "after_commit"])
+def test_s3_source_killed_at_a_commit_then_restarted_stores_every_row_once(
+        tmp_path, database, s3, moment):
+    """kill -9 of the job's whole process group at the database COMMIT of batch 1 (of three
+    batches of four files), then a restart: exactly the valid rows, each file once."""
+    rng = random.Random(SEED + 1)
+    print(f"s3 kill seed {SEED + 1}")
+    uploaded = {f"in/events_{name}.csv": event_file(rng, f"k{i}")
+                for i, name in enumerate(NAMES)}
+    for key, data in uploaded.items():
+        s3.put(key, data)
+    args = ["--source", s3.uri("in"), "--checkpoint", str(tmp_path / "ck"), "--once",
+            "--max-files-per-trigger", str(PER_BATCH)]
+    env = database.job_env(PYSPARK_SUBMIT_ARGS=s3.pyspark_submit_args())
+    log = tmp_path / "killed.log"
+    killed = start_job(env, *args, log_path=log, crash=(moment, "batch=1"))
+    assert killed.wait(timeout=420) != 0
+    assert "crash point: kill -9" in log.read_text(errors="replace"), log.read_text()[-5000:]
+    committed = database.query("SELECT count(*) FROM ingest_batches")[0][0]
+    assert committed == (2 if moment == "after_commit" else 1), log.read_text()[-5000:]
+
+    again = submit_job(database.job_env(), s3, *args)
+    assert again.returncode == 0, again.stderr[-5000:]
+    ids = [r[0] for r in database.query("SELECT event_id FROM events")]
+    assert sorted(ids) == sorted(expected_events(uploaded))
+    recorded = database.query("SELECT source_file, rows_read FROM ingest_files")
+    assert len(recorded) == len(NAMES) and all(rows == 21 for _, rows in recorded), recorded
+
+
+@pytest.mark.slow  # a standalone cluster and the S3 connector
+def test_s3_source_on_a_two_worker_cluster_is_checked_on_both(tmp_path, database, s3,
+                                                              cluster):  # noqa: F811
+    """spark-submit to a master with two workers, the connector shipped with --jars: the
+    tasks of both executors read the objects, exactly the valid rows land."""
+    rng = random.Random(SEED + 2)
+    print(f"s3 cluster seed {SEED + 2}")
+    uploaded = {f"in/events_{name}.csv": event_file(rng, f"c{i}")
+                for i, name in enumerate(NAMES[:8])}
+    for key, data in uploaded.items():
+        s3.put(key, data)
+    command = submit(cluster, "--source", s3.uri("in"), "--checkpoint", str(tmp_path / "ck"),
+                     "--once", "--max-files-per-trigger", str(len(uploaded)))
+    script = command.index(str(ROOT / "spark_streaming.py"))
+    command[script:script] = s3.submit_args()
+    done = subprocess.run(command, cwd=ROOT, env=database.job_env(), capture_output=True,
+                          text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-5000:]
+    assert ON_EXECUTORS in output, output[-5000:]
+    ids = [r[0] for r in database.query("SELECT event_id FROM events")]
+    assert sorted(ids) == sorted(expected_events(uploaded))
+    recorded = database.query("SELECT source_file, rows_read FROM ingest_files")
+    assert len(recorded) == len(uploaded) and all(rows == 21 for _, rows in recorded), recorded
+    tasks = finished_tasks(cluster)
+    print(f"finished tasks per executor: {dict(tasks)}")
+    assert set(tasks) == {"0", "1"}, tasks
+
