@@ -17,16 +17,15 @@ import threading
 import time
 from pathlib import Path
 
+from tests.support.jobs import MYSQL_DRIVER_ENV
+from tests.support.jobs import MYSQL_TEST_JAR
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 DRIVER_JAR = ROOT / "jars" / "mariadb-java-client.jar"
 # MySQL Connector/J as `setup.sh --for-tests` fetches it: the second driver ours is run with.
-MYSQL_DRIVER_JAR = ROOT / "jars" / "mysql-test" / "mysql-connector-j.jar"
-DRIVERS = {
-    "mariadb": {"JDBC_DRIVER_JAR": str(DRIVER_JAR)},
-    "mysql": {"JDBC_DRIVER_CLASS": "com.mysql.cj.jdbc.Driver",
-              "JDBC_DRIVER_JAR": str(MYSQL_DRIVER_JAR)},
-}
+MYSQL_DRIVER_JAR = MYSQL_TEST_JAR
+DRIVERS = {"mariadb": {"JDBC_DRIVER_JAR": str(DRIVER_JAR)}, "mysql": MYSQL_DRIVER_ENV}
 SPARK_MASTER = "local[2]"
 
 

@@ -64,6 +64,25 @@ def expected_events(files: dict[str, bytes]) -> set[str]:
     return ids
 
 
+def upload_corpus(s3, seed: int, tag: str, names: list[str] = NAMES) -> dict[str, bytes]:
+    """One 21-row file per name under in/, from random.Random(seed); key -> bytes."""
+    rng = random.Random(seed)
+    print(f"s3 corpus seed {seed}")
+    uploaded = {f"in/events_{name}.csv": event_file(rng, f"{tag}{i}")
+                for i, name in enumerate(names)}
+    for key, data in uploaded.items():
+        s3.put(key, data)
+    return uploaded
+
+
+def assert_each_row_once(database, uploaded: dict[str, bytes]) -> None:
+    """Exactly the valid rows of the uploaded bytes in events; each file once, 21 rows read."""
+    ids = [r[0] for r in database.query("SELECT event_id FROM events")]
+    assert sorted(ids) == sorted(expected_events(uploaded))
+    recorded = database.query("SELECT source_file, rows_read FROM ingest_files")
+    assert len(recorded) == len(uploaded) and all(rows == 21 for _, rows in recorded), recorded
+
+
 def reconcile(database, s3, archive: str) -> subprocess.CompletedProcess:
     env = database.job_env(PYSPARK_SUBMIT_ARGS=s3.pyspark_submit_args())
     return subprocess.run([PYTHON, "-m", "pipeline.ops.reconcile", "--archive-dir", archive,
@@ -73,12 +92,7 @@ def reconcile(database, s3, archive: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow  # a long real run; .ci/run runs it after the default suite
 def test_s3_source_loads_hostile_names_once_archives_and_reconciles(tmp_path, database, s3):
-    rng = random.Random(SEED)
-    print(f"s3 corpus seed {SEED}")
-    uploaded = {f"in/events_{name}.csv": event_file(rng, f"f{i}")
-                for i, name in enumerate(NAMES)}
-    for key, data in uploaded.items():
-        s3.put(key, data)
+    uploaded = upload_corpus(s3, SEED, "f")
     args = ["--source", s3.uri("in"), "--checkpoint", str(tmp_path / "ck"), "--once",
             "--max-files-per-trigger", str(PER_BATCH), "--clean-source", "archive",
             "--archive-dir", s3.uri("archive")]
@@ -87,14 +101,11 @@ def test_s3_source_loads_hostile_names_once_archives_and_reconciles(tmp_path, da
     first = submit_job(env, s3, *args)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-5000:]
     assert "(spark)" in first.stdout + first.stderr
-    ids = [r[0] for r in database.query("SELECT event_id FROM events")]
-    assert sorted(ids) == sorted(expected_events(uploaded))
-    recorded = database.query("SELECT source_file, rows_read FROM ingest_files")
-    assert len(recorded) == len(NAMES) and all(rows == 21 for _, rows in recorded)
+    assert_each_row_once(database, uploaded)
 
     again = submit_job(env, s3, *args)
     assert again.returncode == 0, again.stderr[-5000:]
-    assert database.query("SELECT count(*) FROM events")[0][0] == len(ids)
+    assert_each_row_once(database, uploaded)
 
     # Spark archives a batch's files when it plans the next batch: all but the last batch.
     archived = s3.objects("archive/")
@@ -126,12 +137,7 @@ def test_s3_source_killed_at_a_commit_then_restarted_stores_every_row_once(
         tmp_path, database, s3, moment):
     """kill -9 of the job's whole process group at the database COMMIT of batch 1 (of three
     batches of four files), then a restart: exactly the valid rows, each file once."""
-    rng = random.Random(SEED + 1)
-    print(f"s3 kill seed {SEED + 1}")
-    uploaded = {f"in/events_{name}.csv": event_file(rng, f"k{i}")
-                for i, name in enumerate(NAMES)}
-    for key, data in uploaded.items():
-        s3.put(key, data)
+    uploaded = upload_corpus(s3, SEED + 1, "k")
     args = ["--source", s3.uri("in"), "--checkpoint", str(tmp_path / "ck"), "--once",
             "--max-files-per-trigger", str(PER_BATCH)]
     env = database.job_env(PYSPARK_SUBMIT_ARGS=s3.pyspark_submit_args())
@@ -144,10 +150,7 @@ def test_s3_source_killed_at_a_commit_then_restarted_stores_every_row_once(
 
     again = submit_job(database.job_env(), s3, *args)
     assert again.returncode == 0, again.stderr[-5000:]
-    ids = [r[0] for r in database.query("SELECT event_id FROM events")]
-    assert sorted(ids) == sorted(expected_events(uploaded))
-    recorded = database.query("SELECT source_file, rows_read FROM ingest_files")
-    assert len(recorded) == len(NAMES) and all(rows == 21 for _, rows in recorded), recorded
+    assert_each_row_once(database, uploaded)
 
 
 @pytest.mark.slow  # a standalone cluster and the S3 connector
@@ -155,12 +158,7 @@ def test_s3_source_on_a_two_worker_cluster_is_checked_on_both(tmp_path, database
                                                               cluster):  # noqa: F811
     """spark-submit to a master with two workers, the connector shipped with --jars: the
     tasks of both executors read the objects, exactly the valid rows land."""
-    rng = random.Random(SEED + 2)
-    print(f"s3 cluster seed {SEED + 2}")
-    uploaded = {f"in/events_{name}.csv": event_file(rng, f"c{i}")
-                for i, name in enumerate(NAMES[:8])}
-    for key, data in uploaded.items():
-        s3.put(key, data)
+    uploaded = upload_corpus(s3, SEED + 2, "c", NAMES[:8])
     command = submit(cluster, "--source", s3.uri("in"), "--checkpoint", str(tmp_path / "ck"),
                      "--once", "--max-files-per-trigger", str(len(uploaded)))
     script = command.index(str(ROOT / "spark_streaming.py"))
@@ -170,10 +168,7 @@ def test_s3_source_on_a_two_worker_cluster_is_checked_on_both(tmp_path, database
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-5000:]
     assert ON_EXECUTORS in output, output[-5000:]
-    ids = [r[0] for r in database.query("SELECT event_id FROM events")]
-    assert sorted(ids) == sorted(expected_events(uploaded))
-    recorded = database.query("SELECT source_file, rows_read FROM ingest_files")
-    assert len(recorded) == len(uploaded) and all(rows == 21 for _, rows in recorded), recorded
+    assert_each_row_once(database, uploaded)
     tasks = finished_tasks(cluster)
     print(f"finished tasks per executor: {dict(tasks)}")
     assert set(tasks) == {"0", "1"}, tasks

@@ -86,20 +86,20 @@ def read_files(spark: SparkSession, uris: list[str]) -> DataFrame:
     Not the micro-batch's own DataFrame: Spark builds that from the same list but takes
     every path as a glob, so a name holding `?` or `#` has other files of the folder read
     a second time. Here each path is escaped to name one file. A file already gone is left
-    out (it is recorded missing); one that goes between the check and the read is skipped
-    by spark.sql.files.ignoreMissingFiles.
+    out (it is recorded missing), asked for only when Spark says one is gone; one that goes
+    after the listing is skipped by spark.sql.files.ignoreMissingFiles.
     """
+    paths = [hadoop_path(uri) for uri in uris]
     for _ in range(3):
-        present = [path for path in map(hadoop_path, uris) if _exists(spark, path)]
-        if not present:
-            return spark.createDataFrame([], LINES_SCHEMA)
+        if not paths:
+            break
         try:
             lines = spark.read.format("text").load(
-                [_GLOB_CHARACTERS.sub(r"\\\1", path) for path in present])
+                [_GLOB_CHARACTERS.sub(r"\\\1", path) for path in paths])
         except AnalysisException as e:
             if "PATH_NOT_FOUND" not in str(e):
                 raise
-            continue  # one went between the check and the listing: check again
+            paths = [path for path in paths if _exists(spark, path)]
+            continue
         return lines.select(F.col("_metadata.file_path").alias("source_file"), F.col("value"))
     return spark.createDataFrame([], LINES_SCHEMA)
-

@@ -19,11 +19,10 @@ SPARK_SUBMIT = str(Path(PYTHON).parent / "spark-submit")
 
 # The JDBC driver every job and sink of the tests uses: TEST_JDBC_DRIVER=mariadb (the default,
 # jars/ as the set-up leaves it) or mysql (MySQL Connector/J, fetched by setup.sh --for-tests).
-DRIVERS = {
-    "mariadb": {},
-    "mysql": {"JDBC_DRIVER_CLASS": "com.mysql.cj.jdbc.Driver",
-              "JDBC_DRIVER_JAR": str(ROOT / "jars" / "mysql-test" / "mysql-connector-j.jar")},
-}
+MYSQL_TEST_JAR = ROOT / "jars" / "mysql-test" / "mysql-connector-j.jar"
+MYSQL_DRIVER_ENV = {"JDBC_DRIVER_CLASS": "com.mysql.cj.jdbc.Driver",
+                    "JDBC_DRIVER_JAR": str(MYSQL_TEST_JAR)}
+DRIVERS = {"mariadb": {}, "mysql": MYSQL_DRIVER_ENV}
 
 
 def driver_under_test() -> str:
