@@ -141,7 +141,7 @@ def test_a_rebuild_replays_no_name_spark_would_not_list(tmp_path):
     from pipeline.ops.rebuild import replay_files
 
     write_folder(tmp_path)
-    names = sorted(f.name for f in replay_files(tmp_path, archive=False))
+    names = sorted(r.file.name for r in replay_files(tmp_path, archive=False))
     assert names == sorted(f"file:{tmp_path}/{name.decode()}" for name in LISTED)
 
 

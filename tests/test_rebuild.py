@@ -116,3 +116,39 @@ def test_a_killed_rebuild_goes_on_where_it_stopped(tmp_path, database, mysql_ser
     assert again.returncode == 0, again.stderr[-4000:]
     assert "loaded before" in again.stderr
     assert snapshot(database) == before
+
+
+def test_replay_order_is_the_streams_and_an_s3_archive_goes_before_the_source():
+    """Pure: by modification time; a name given twice once (its oldest copy); files of an
+    archive dated by the copy first, in archive order, since all of them were loaded before
+    anything still in the source."""
+    from datetime import UTC
+    from datetime import datetime
+
+    from pipeline.ops.rebuild import Replay
+    from pipeline.ops.rebuild import batches_of
+    from pipeline.ops.rebuild import oldest_first
+    from pipeline.read.checkpoint import SourceFile
+
+    def at(second: int) -> datetime:
+        return datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC)
+
+    def local(name: str, second: int, size: int = 10) -> Replay:
+        return Replay(SourceFile(f"file:///d/{name}", at(second)), size)
+
+    def archived(name: str, second: int) -> Replay:
+        return Replay(SourceFile(f"s3a://b/archive/in/{name}", at(second),
+                                 recorded_as=f"s3a://b/in/{name}"), 10, copied=True)
+
+    order = oldest_first([local("c", 3), local("a", 5), local("b", 1), local("a", 2)])
+    assert [(r.file.name, r.file.modified_at.second) for r in order] == [
+        ("file:/d/b", 1), ("file:/d/a", 2), ("file:/d/c", 3)]
+
+    source = Replay(SourceFile("s3a://b/in/last", at(1)), 10)
+    order = oldest_first([source, archived("second", 40), archived("first", 30)])
+    assert [r.file.name for r in order] == ["s3a://b/in/first", "s3a://b/in/second",
+                                            "s3a://b/in/last"]
+
+    files = [local(str(i), i, size) for i, size in enumerate([5, 5, 50, 5, 5, 5])]
+    assert [[f.name[-1] for f in batch] for batch in batches_of(files, 2, 20)] == [
+        ["0", "1"], ["2"], ["3", "4"], ["5"]]

@@ -64,7 +64,6 @@ def test_a_file_read_alone_by_executors_is_found_however_spark_spells_it(
     file's rows all come back (as read in a whole batch), not none."""
     from pipeline.contract import FilePayload
     from pipeline.job.routes import chunks_from_executors
-    from pipeline.read.checkpoint import CheckpointLog
     from tests.support.jobs import job_settings
 
     folder = tmp_path / "in a folder"
@@ -82,9 +81,8 @@ def test_a_file_read_alone_by_executors_is_found_however_spark_spells_it(
     source = SourceFile(path.as_uri(), WHEN)  # file:///..., as the log spells it
     assert source.uri.startswith("file:///") and "%20" in source.uri
     target = FilePayload(source.name, WHEN)
-    checkpoint = CheckpointLog(spark, str(tmp_path / "ck"))
     chunks = list(chunks_from_executors(lines, [source], [target], job_settings(database),
-                                        1 << 20, checkpoint, whole_batch=False))
+                                        1 << 20, whole_batch=False))
     assert {name for name, *_ in chunks} == {source.name}
     assert sum(rows for _, kind, rows, _ in chunks if kind == "event") == 5
     assert sum(rows for _, kind, rows, _ in chunks if kind != "event") == 1

@@ -23,6 +23,7 @@ from datetime import UTC
 from datetime import datetime
 
 from pyspark.sql import DataFrame
+from pyspark.sql import SparkSession
 
 from pipeline.config import Settings
 from pipeline.contract import EVENTS_JSON
@@ -126,12 +127,13 @@ class BatchWriter:
         files = self._checkpoint.files_of_batch(batch_id)
         self.files_taken += len(files)
         self.recent_batches.append((time.monotonic(), len(files)))
-        # No DataFrame: files replayed by pipeline.ops.rebuild, read on the driver.
-        cluster = batch_df is not None and on_cluster(batch_df.sparkSession.sparkContext.master)
+        # No DataFrame: files replayed by pipeline.ops.rebuild, in this process's Spark.
+        spark = batch_df.sparkSession if batch_df is not None else SparkSession.active()
+        cluster = batch_df is not None and on_cluster(spark.sparkContext.master)
         route = choose_route(files, self._driver_batch_max_bytes, cluster)
         if route in (ROUTE_SPARK, ROUTE_SPARK_STREAMED):
             # The listed files read by name, each once (read_files says why not batch_df).
-            batch_df = read_files(batch_df.sparkSession, [f.uri for f in files])
+            batch_df = read_files(spark, [f.uri for f in files])
         if route == ROUTE_STREAMED:
             batch, result, route = self._write_streamed(files, batch_id, started_at)
         elif route == ROUTE_SPARK_STREAMED:
@@ -141,8 +143,7 @@ class BatchWriter:
             chunk_bytes = self._sink.chunk_max_bytes
             payloads = ([read_local_payload(f, self._settings, chunk_bytes) for f in files]
                         if route == ROUTE_DRIVER else
-                        read_in_spark(batch_df, files, self._settings, chunk_bytes,
-                                      self._checkpoint))
+                        read_in_spark(batch_df, files, self._settings, chunk_bytes))
             batch = BatchPayload(self._query_id, batch_id, payloads, started_at,
                                  int((time.monotonic() - t0) * 1000))
             try:
@@ -268,7 +269,7 @@ class BatchWriter:
                 t0 = time.monotonic()
                 read = chunks_from_executors(
                     batch_df, [sources[t.source_file] for t in known], known, self._settings,
-                    self._sink.chunk_max_bytes, self._checkpoint, whole_batch=whole,
+                    self._sink.chunk_max_bytes, whole_batch=whole,
                     event_format=event_format)
                 with closing(read), prefetched(read, name=f"executors-batch-{batch_id}") as c:
                     yield c

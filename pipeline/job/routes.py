@@ -25,6 +25,7 @@ from operator import attrgetter
 from pathlib import Path
 
 from pyspark.sql import DataFrame
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from pipeline.config import Settings
@@ -37,13 +38,13 @@ from pipeline.contract import printable_name
 from pipeline.errors import BatchRejected
 from pipeline.errors import FileRefused
 from pipeline.errors import JobError
-from pipeline.read.checkpoint import CheckpointLog
 from pipeline.read.checkpoint import SourceFile
 from pipeline.read.local import LocalFile
 from pipeline.read.local import decode_uri
 from pipeline.read.local import file_facts
 from pipeline.read.local import uri_spellings
 from pipeline.read.spark_source import raw_lines
+from pipeline.read.spark_source import uri_exists
 from pipeline.validate.chunks import file_chunks
 from pipeline.validate.columnar import chunks_of_pieces
 from pipeline.validate.in_spark import refusal
@@ -154,13 +155,16 @@ def read_local_payload(source: SourceFile, settings: Settings, chunk_bytes: int
 
 
 def read_in_spark(batch_df: DataFrame, files: list[SourceFile], settings: Settings,
-                  chunk_bytes: int, checkpoint: CheckpointLog) -> list[FilePayload]:
+                  chunk_bytes: int) -> list[FilePayload]:
     """Every file's chunks made by Spark tasks, then gathered here by file."""
     chunks = to_payload_chunks(raw_lines(batch_df), settings.event_types,
                                settings.source_time_zone, chunk_bytes=chunk_bytes).collect()
     payloads = {f.name: FilePayload(f.name, f.modified_at) for f in files}
+    # A file replayed from an archive is read where it is, recorded under its first name.
+    recorded = {decode_uri(f.uri)[0]: f.name for f in files}
     for chunk in sorted(chunks, key=attrgetter("chunk")):
         name = decode_uri(chunk.source_file)[0]
+        name = recorded.get(name, name)
         # A file the log did not list is still accounted for, never dropped.
         target = payloads.setdefault(name, FilePayload(name, None))
         if chunk.kind == KIND_REFUSED:
@@ -170,7 +174,7 @@ def read_in_spark(batch_df: DataFrame, files: list[SourceFile], settings: Settin
     for f in files:
         target = payloads[f.name]
         had_rows = target.status == FILE_QUARANTINED or target.rows_valid + target.rows_rejected
-        _finish(f, target, bool(had_rows), checkpoint)
+        _finish(batch_df.sparkSession, f, target, bool(had_rows))
     return list(payloads.values())
 
 
@@ -179,12 +183,12 @@ def _refuse(target: FilePayload, refused: FileRefused) -> None:
     log.warning("%s quarantined as a whole: %s", printable_name(target.source_file), refused)
 
 
-def _finish(source: SourceFile, target: FilePayload, had_rows: bool,
-            checkpoint: CheckpointLog) -> None:
+def _finish(spark: SparkSession, source: SourceFile, target: FilePayload, had_rows: bool
+            ) -> None:
     """After Spark read a file: record it missing, or its facts."""
     # No rows: an empty file, or one that vanished after Spark listed it (Spark skips it
     # with ignoreMissingFiles rather than fail this batch on every restart).
-    if not had_rows and not checkpoint.exists(source.uri):
+    if not had_rows and not uri_exists(spark, source.uri):
         target.mark_missing()
         log.warning("%s disappeared before it could be read; recorded as missing",
                     printable_name(source.name))
@@ -206,7 +210,7 @@ def executors_alive(batch_df: DataFrame) -> bool:
 
 def chunks_from_executors(batch_df: DataFrame, sources: list[SourceFile],
                           targets: list[FilePayload], settings: Settings, chunk_bytes: int,
-                          checkpoint: CheckpointLog, whole_batch: bool = True,
+                          whole_batch: bool = True,
                           event_format: str = EVENTS_JSON) -> Iterator[Chunk]:
     """The chunks of `sources`, checked by executor tasks (one whole file per task), handed
     over one task's output at a time: `toLocalIterator` runs one Spark job per partition,
@@ -258,4 +262,4 @@ def chunks_from_executors(batch_df: DataFrame, sources: list[SourceFile],
             raise BatchRejected(f"Spark tasks failed on the batch's files: {first}") from e
         raise FileRefused("unreadable", f"Spark tasks could not read it: {first}") from e
     for source in sources:
-        _finish(source, by_name[source.name], source.name in seen, checkpoint)
+        _finish(batch_df.sparkSession, source, by_name[source.name], source.name in seen)

@@ -17,6 +17,10 @@ it plans the next batch, so the newest files may still be in the source folder: 
 with --from too. --from takes any folder of event files (searched recursively), recorded
 under their own paths.
 
+Both take local folders or Hadoop URIs (s3a://bucket/archive): files there are listed and
+read through Hadoop's FileSystem in Spark tasks, with the connector and settings given as
+for reconcile (PYSPARK_SUBMIT_ARGS or spark-defaults.conf).
+
 Exit code 0 when every file is loaded or quarantined, 1 when the database refused to go on,
 2 on a usage or configuration error.
 """
@@ -30,11 +34,13 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC
 from datetime import datetime
 from fnmatch import fnmatch
 from pathlib import Path
 
+from pyspark.sql import SparkSession
 from tqdm import tqdm
 
 from pipeline.cli import tool_parser
@@ -46,11 +52,13 @@ from pipeline.errors import JobError
 from pipeline.errors import PipelineError
 from pipeline.errors import SinkError
 from pipeline.job.batch import BatchWriter
+from pipeline.job.options import local_path
 from pipeline.job.routes import DRIVER_BATCH_MAX_BYTES
 from pipeline.job.session import build_spark_session
 from pipeline.job.session import stop_spark_session
 from pipeline.logs import configure_logging
 from pipeline.read.checkpoint import SourceFile
+from pipeline.read.spark_source import list_event_files
 from pipeline.write.sink import MySQLSink
 
 log = logging.getLogger(__name__)
@@ -58,8 +66,19 @@ log = logging.getLogger(__name__)
 FILES_PER_BATCH = 100
 
 
-def replay_files(folder: Path, archive: bool) -> list[SourceFile]:
-    """The event files under `folder`; from an archive, recorded under their first names."""
+@dataclass(frozen=True)
+class Replay:
+    """A file to replay, with its size (which batch it goes into). `copied`: it sits in an
+    archive that dated it by the copy (S3), so its time says when it was archived."""
+
+    file: SourceFile
+    size: int
+    copied: bool = False
+
+
+def replay_files(folder: Path, archive: bool) -> list[Replay]:
+    """The event files under a local `folder`; from an archive, recorded under their first
+    names."""
     found = []
     for directory, _dirs, names in os.walk(folder):
         for name in names:
@@ -69,39 +88,55 @@ def replay_files(folder: Path, archive: bool) -> list[SourceFile]:
                 continue
             path = Path(directory) / name
             try:
-                modified_ns = path.lstat().st_mtime_ns
+                stat = path.lstat()
             except FileNotFoundError:
                 continue
-            # Spark and the ledger know modification times in whole milliseconds.
-            modified = datetime.fromtimestamp(modified_ns // 1_000_000 / 1000, tz=UTC)
             original = "file:/" + str(path.relative_to(folder)) if archive else None
-            found.append(SourceFile(uri=path.as_uri(), modified_at=modified,
-                                    recorded_as=original))
+            found.append(Replay(SourceFile(uri=path.as_uri(),
+                                           modified_at=_time(stat.st_mtime_ns // 1_000_000),
+                                           recorded_as=original), stat.st_size))
     return found
 
 
-def oldest_first(files: list[SourceFile]) -> list[SourceFile]:
-    """The order the stream takes files in; one name given twice is loaded once."""
-    unique = {f.name: f for f in sorted(files, key=lambda f: f.modified_at, reverse=True)}
-    return sorted(unique.values(), key=lambda f: (f.modified_at, f.name))
+def replay_remote_files(spark: SparkSession, folder: str, archive: bool) -> list[Replay]:
+    """The same for a folder on hdfs://, s3a:// and the like."""
+    return [Replay(SourceFile(uri=f.uri, modified_at=_time(f.modified_ms),
+                              recorded_as=f.first_uri), f.size, copied=archive)
+            for f in list_event_files(spark, folder, archive)]
 
 
-def batches_of(files: list[SourceFile], files_per_batch: int, max_bytes: int
+def _time(modified_ms: int) -> datetime:
+    # Spark and the ledger know modification times in whole milliseconds.
+    return datetime.fromtimestamp(modified_ms / 1000, tz=UTC)
+
+
+def oldest_first(files: list[Replay]) -> list[Replay]:
+    """The order the stream took files in (so the same copy of a repeated event wins); one
+    name given twice is loaded once.
+
+    By modification time, as the stream lists them; but files of an archive that dated
+    them by the copy come first, in the order they were archived: every one of them was
+    loaded before any file still in the source.
+    """
+    def order(r: Replay) -> tuple:
+        return (not r.copied, r.file.modified_at, r.file.name)
+
+    unique = {r.file.name: r for r in sorted(files, key=order, reverse=True)}
+    return sorted(unique.values(), key=order)
+
+
+def batches_of(files: list[Replay], files_per_batch: int, max_bytes: int
                ) -> Iterator[list[SourceFile]]:
     """Consecutive groups of at most `files_per_batch` files and about `max_bytes` bytes
     (a bigger file goes alone: the job streams it)."""
     batch: list[SourceFile] = []
     size = 0
-    for f in files:
-        try:
-            file_size = f.local_path.lstat().st_size
-        except FileNotFoundError:
-            file_size = 0
-        if batch and (len(batch) >= files_per_batch or size + file_size > max_bytes):
+    for r in files:
+        if batch and (len(batch) >= files_per_batch or size + r.size > max_bytes):
             yield batch
             batch, size = [], 0
-        batch.append(f)
-        size += file_size
+        batch.append(r.file)
+        size += r.size
     if batch:
         yield batch
 
@@ -126,23 +161,24 @@ def loaded_keys(sink: MySQLSink) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
-def rebuild(archives: list[Path], folders: list[Path], files_per_batch: int,
+def rebuild(archives: list[str], folders: list[str], files_per_batch: int,
             progress: bool = True) -> int:
     """Load every file under the folders not loaded yet; an exit code."""
     for folder in [*archives, *folders]:
-        if not folder.is_dir():
+        path = local_path(folder)
+        if path is not None and not path.is_dir():
             raise JobError(f"{folder} is not a folder: give the job's --archive-dir with"
                            " --archive, or a folder of event files with --from")
     settings = load_settings()
-    files = oldest_first([f for a in archives for f in replay_files(a, archive=True)]
-                         + [f for d in folders for f in replay_files(d, archive=False)])
     spark = build_spark_session(settings)
     sink = MySQLSink(spark, settings)
     try:
+        files = oldest_first([r for a in archives for r in _listed(spark, a, archive=True)]
+                             + [r for d in folders for r in _listed(spark, d, archive=False)])
         sink.connect()
         sink.ensure_schema()
         done = loaded_keys(sink)
-        todo = [f for f in files if FilePayload(f.name, None).key not in done]
+        todo = [r for r in files if FilePayload(r.file.name, None).key not in done]
         log.info("%d file(s) to replay: %d loaded before, %d to load", len(files),
                  len(files) - len(todo), len(todo))
         plan = ReplayPlan()
@@ -154,7 +190,14 @@ def rebuild(archives: list[Path], folders: list[Path], files_per_batch: int,
         stop_spark_session(spark)
 
 
-def _load(writer: BatchWriter, plan: ReplayPlan, todo: list[SourceFile], total: int,
+def _listed(spark: SparkSession, folder: str, archive: bool) -> list[Replay]:
+    path = local_path(folder)
+    if path is None:
+        return replay_remote_files(spark, folder, archive)
+    return replay_files(path, archive)
+
+
+def _load(writer: BatchWriter, plan: ReplayPlan, todo: list[Replay], total: int,
           files_per_batch: int, progress: bool) -> int:
     bar = tqdm(total=total, initial=total - len(todo), unit="file", disable=not progress,
                dynamic_ncols=True, file=sys.stderr)
@@ -176,10 +219,10 @@ def _load(writer: BatchWriter, plan: ReplayPlan, todo: list[SourceFile], total: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = tool_parser("pipeline.ops.rebuild", __doc__.split("\n\n")[0])
-    parser.add_argument("--archive", action="append", default=[], type=Path, metavar="DIR",
+    parser.add_argument("--archive", action="append", default=[], metavar="DIR",
                         help="an archive folder of the job (--archive-dir): files recorded"
                              " under the paths they had before they were archived")
-    parser.add_argument("--from", dest="folders", action="append", default=[], type=Path,
+    parser.add_argument("--from", dest="folders", action="append", default=[],
                         metavar="DIR", help="a folder of event files (searched recursively),"
                                             " such as the source folder")
     parser.add_argument("--files-per-batch", type=int, default=FILES_PER_BATCH, metavar="N",
@@ -195,8 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("py4j.clientserver").setLevel(logging.CRITICAL)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        return rebuild([a.resolve() for a in args.archive],
-                       [d.resolve() for d in args.folders], args.files_per_batch,
+        return rebuild(args.archive, args.folders, args.files_per_batch,
                        progress=not args.no_progress)
     except SinkError as e:
         log.error("%s", e)

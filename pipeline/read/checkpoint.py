@@ -139,12 +139,6 @@ class CheckpointLog:
         relative = f"sources/0/{later[0]}{COMPACT_SUFFIX}"
         return relative, self._read(relative) or ""
 
-    def exists(self, path: str) -> bool:
-        """Whether a source file is still there (any Hadoop file system)."""
-        # From a URI: Path(String) would read Spark's %20 as the three characters.
-        hadoop_path = self._jvm.org.apache.hadoop.fs.Path(self._jvm.java.net.URI(path))
-        return hadoop_path.getFileSystem(self._fs.getConf()).exists(hadoop_path)
-
     def files_of_batch(self, batch_id: int) -> list[SourceFile]:
         """The files of micro-batch `batch_id`, empty files included, in listing order."""
         end = self._log_offset(batch_id)

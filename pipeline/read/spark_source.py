@@ -4,6 +4,8 @@ them, cut and flagged exactly as the local reader (`pipeline.read.local`) does."
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from fnmatch import fnmatch
 from urllib.parse import unquote
 from urllib.parse import urlsplit
 
@@ -17,6 +19,7 @@ from pipeline.contract import LINE_MAX_BYTES
 from pipeline.contract import LINE_OK
 from pipeline.contract import LINE_TOO_LONG
 from pipeline.contract import SOURCE_GLOB
+from pipeline.errors import JobError
 
 # Hadoop's glob characters, escaped with a backslash to name a file literally.
 _GLOB_CHARACTERS = re.compile(r"([\\*?\[\]{}])")
@@ -75,9 +78,11 @@ def hadoop_path(uri: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{unquote(parts.path)}"
 
 
-def _exists(spark: SparkSession, path: str) -> bool:
-    jvm_path = spark._jvm.org.apache.hadoop.fs.Path(path)
-    return jvm_path.getFileSystem(spark._jsc.hadoopConfiguration()).exists(jvm_path)
+def uri_exists(spark: SparkSession, uri: str) -> bool:
+    """Whether the file a percent-encoded URI names is there (any Hadoop file system)."""
+    jvm = spark._jvm
+    path = jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(uri))
+    return path.getFileSystem(spark._jsc.hadoopConfiguration()).exists(path)
 
 
 def read_files(spark: SparkSession, uris: list[str]) -> DataFrame:
@@ -89,17 +94,58 @@ def read_files(spark: SparkSession, uris: list[str]) -> DataFrame:
     out (it is recorded missing), asked for only when Spark says one is gone; one that goes
     after the listing is skipped by spark.sql.files.ignoreMissingFiles.
     """
-    paths = [hadoop_path(uri) for uri in uris]
     for _ in range(3):
-        if not paths:
+        if not uris:
             break
         try:
             lines = spark.read.format("text").load(
-                [_GLOB_CHARACTERS.sub(r"\\\1", path) for path in paths])
+                [_GLOB_CHARACTERS.sub(r"\\\1", hadoop_path(uri)) for uri in uris])
         except AnalysisException as e:
             if "PATH_NOT_FOUND" not in str(e):
                 raise
-            paths = [path for path in paths if _exists(spark, path)]
+            uris = [uri for uri in uris if uri_exists(spark, uri)]
             continue
         return lines.select(F.col("_metadata.file_path").alias("source_file"), F.col("value"))
     return spark.createDataFrame([], LINES_SCHEMA)
+
+
+@dataclass(frozen=True)
+class ListedFile:
+    """A file found under a Hadoop folder, its URIs spelled as Spark spells them
+    (percent-encoded); `first_uri` is where an archived file was before it was moved."""
+
+    uri: str
+    size: int
+    modified_ms: int
+    first_uri: str | None = None
+
+
+def list_event_files(spark: SparkSession, folder: str, archive: bool) -> list[ListedFile]:
+    """Every event file under a Hadoop folder (s3a://, hdfs://), searched recursively.
+
+    An archive of Spark's cleanSource holds each file under the archive's root + the path
+    it had, in the same file system: with `archive`, each file's `first_uri` is that path.
+    """
+    jvm = spark._jvm
+    new_path = jvm.org.apache.hadoop.fs.Path
+    root = new_path(folder)
+    fs = root.getFileSystem(spark._jsc.hadoopConfiguration())
+    if not fs.exists(root) or not fs.getFileStatus(root).isDirectory():
+        raise JobError(f"{folder} is not a folder: give the URI of the job's --archive-dir"
+                       " or --source, with the connector's settings (PYSPARK_SUBMIT_ARGS)")
+    root_path = fs.makeQualified(root).toUri().getPath().rstrip("/")
+    found = []
+    listing = fs.listFiles(root, True)
+    while listing.hasNext():
+        status = listing.next()
+        path = status.getPath()
+        if not fnmatch(path.getName(), SOURCE_GLOB):
+            continue
+        uri = path.toUri()
+        first = None
+        if archive:
+            first = new_path(uri.getScheme(), uri.getAuthority(),
+                                uri.getPath()[len(root_path):]).toUri().toString()
+        found.append(ListedFile(uri.toString(), status.getLen(), status.getModificationTime(),
+                                first))
+    return found
