@@ -45,6 +45,7 @@ from bench.scenarios import Context  # noqa: E402 - after the sys.path line abov
 from bench.scenarios import run_scenario  # noqa: E402 - after the sys.path line above
 from bench.server import SERVER_ARGS  # noqa: E402 - after the sys.path line above
 from bench.server import BenchServer  # noqa: E402 - after the sys.path line above
+from tests.support.jobs import keep_temporary_files_in  # noqa: E402 - after the sys.path line
 
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_JOB_ARGS = "--catch-up-files 100"
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-"))
+    keep_temporary_files_in(work / "tmp")  # removed with the work folder
     t0 = time.monotonic()
     results, summaries, meta = [], [], {}
     failed = False

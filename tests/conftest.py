@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,9 +31,25 @@ from tests.support.jobs import PYTHON  # noqa: E402 - after the sys.path line ab
 from tests.support.jobs import Database  # noqa: E402 - after the sys.path line above
 from tests.support.jobs import Server  # noqa: E402 - after the sys.path line above
 from tests.support.jobs import drop_database  # noqa: E402 - after the sys.path line above
+from tests.support.jobs import keep_temporary_files_in  # noqa: E402 - after the sys.path line
+
+TEMPORARY_FILES = pytest.StashKey[Path]()
 
 # Every Spark the tests start (the fixture's and the jobs') binds its driver and UI to loopback.
 os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+
+
+def pytest_configure(config) -> None:
+    """One folder for the temporary files of the whole run, removed at its end (xdist's
+    workers inherit it from the controller)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        config.stash[TEMPORARY_FILES] = Path(tempfile.mkdtemp(prefix="pipeline-tests-"))
+        keep_temporary_files_in(config.stash[TEMPORARY_FILES])
+
+
+def pytest_unconfigure(config) -> None:
+    if TEMPORARY_FILES in config.stash:
+        shutil.rmtree(config.stash[TEMPORARY_FILES], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,20 @@ MYSQL_TEST_JAR = ROOT / "jars" / "mysql-test" / "mysql-connector-j.jar"
 MYSQL_DRIVER_ENV = {"JDBC_DRIVER_CLASS": "com.mysql.cj.jdbc.Driver",
                     "JDBC_DRIVER_JAR": str(MYSQL_TEST_JAR)}
 DRIVERS = {"mariadb": {}, "mysql": MYSQL_DRIVER_ENV}
+
+
+def keep_temporary_files_in(folder: Path) -> None:
+    """Have every process started from here on (Spark's JVMs, the jobs, their Python) put
+    its temporary files under `folder`, which the caller removes at its end: a job stopped
+    with kill -9, as many tests do, leaves Spark's spark-*, blockmgr-* and liblz4 files and
+    the job's pipeline-* folders behind."""
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = str(folder)
+    os.environ["SPARK_LOCAL_DIRS"] = str(folder)
+    # Read by spark-submit's launcher for the driver's JVM (java.io.tmpdir is not TMPDIR).
+    options = os.environ.get("SPARK_SUBMIT_OPTS", "")
+    os.environ["SPARK_SUBMIT_OPTS"] = f"{options} -Djava.io.tmpdir={folder}".strip()
+    tempfile.tempdir = None  # this process's tempfile module reads TMPDIR again
 
 
 def driver_under_test() -> str:
