@@ -161,10 +161,6 @@ class FilePayload:
         """The file's identity in `ingest_files`, whatever happens to the checkpoint."""
         return sha256(self.name_bytes or self.source_file.encode("utf-8")).hexdigest()
 
-    @property
-    def missing(self) -> bool:
-        return self.status == FILE_MISSING
-
     def count(self, kind: str, rows: int, text: str) -> None:
         """Count a chunk of `rows` rows of `kind`; a reject chunk's reasons are tallied."""
         if kind == KIND_EVENT:

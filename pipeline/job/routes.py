@@ -91,10 +91,10 @@ def choose_route(files: list[SourceFile], driver_batch_max_bytes: int,
     return ROUTE_STREAMED if total > driver_batch_max_bytes else ROUTE_DRIVER
 
 
-# The columnar checks cost about 1 ms per file before their first row; the per-line rules
-# about 7 us per row. A 21-row file took 0.16 ms per line and 1.3 ms in columns
-# (2026-12-01), which a 100-file batch pays 100 times. Below this size a file takes the
-# per-line rules; the output is the same (tests/test_columnar.py).
+# The columnar checks have a fixed cost per file that a small file does not repay, and a
+# batch of small files pays it for each (docs/benchmarks.md#what-the-codes-constants-rest-on).
+# Below this size a file takes the per-line rules; the output is the same
+# (tests/test_columnar.py).
 COLUMNAR_MIN_BYTES = 64 * 1024
 
 

@@ -61,7 +61,8 @@ class CheckpointLog:
         self._jvm = spark._jvm
         self._root = self._jvm.org.apache.hadoop.fs.Path(checkpoint)
         self._fs = self._root.getFileSystem(spark._jsc.hadoopConfiguration())
-        # Every batch reads three small files here: through py4j that costs about 20 ms.
+        # Every batch reads three small files here: a local checkpoint is read in Python,
+        # without a py4j call per file (docs/benchmarks.md#what-the-codes-constants-rest-on).
         parsed = urlparse(checkpoint)
         local = parsed.scheme in ("", "file") and not through_hadoop
         self._local_root = Path(unquote(parsed.path) if parsed.scheme else checkpoint) \

@@ -105,14 +105,6 @@ def split_lines(blocks: Iterator[bytes], max_bytes: int = LINE_MAX_BYTES) -> Ite
     """Physical lines of a byte stream without their ends (\\n, \\r\\n or \\r, as Spark's text
     source splits). A line over `max_bytes` comes cut to `max_bytes + 1` bytes, so its length
     tells it apart; memory stays bounded by one block plus one cut line."""
-
-    def cut(unfinished: bytes) -> bytes:
-        # An overlong unfinished line keeps max_bytes + 1 bytes, and its final \r, which
-        # may be the first half of a \r\n.
-        if len(unfinished) <= max_bytes + 1:
-            return unfinished
-        return unfinished[: max_bytes + 1] + (b"\r" if unfinished.endswith(b"\r") else b"")
-
     for run in line_runs(blocks, max_bytes):
         for line in run.splitlines():
             yield line if len(line) <= max_bytes else line[: max_bytes + 1]

@@ -38,7 +38,6 @@ from pipeline.write.connection import Connection
 from pipeline.write.connection import is_data_error
 from pipeline.write.connection import is_too_large
 from pipeline.write.connection import is_transient
-from pipeline.write.jdbc import DriverInfo
 from pipeline.write.ledger import Ledger
 from pipeline.write.schema import ensure_schema
 from pipeline.write.streamed import ChunkStream
@@ -67,10 +66,6 @@ class MySQLSink:
         self.ledger = Ledger(self.db)
         # Batches commit on Spark's callback thread; the job's backlog check runs on its own.
         self._lock = threading.RLock()
-
-    @property
-    def driver_info(self) -> DriverInfo:
-        return self.db.driver_info
 
     @property
     def tls_version(self) -> str:

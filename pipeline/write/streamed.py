@@ -89,11 +89,9 @@ class RereadStream:
             yield _counted(self._batch, chunks)
 
 
-# InnoDB takes rows in primary-key order far faster than in random order: the events of a
-# 1,000,000-row file of UUID ids went in in 5.9 s as chunks of 20,000 rows in file order,
-# 3.9 s as units of 200,000 sorted by id, 2.1 s sorted as one (docs/benchmarks.md, "Bulk:
-# loading in key order", run 20261206T040320Z). A unit is bounded so that the driver's
-# memory is; the first ones are smaller so that the database starts early.
+# InnoDB takes rows in primary-key order far faster than in random order, so each unit is
+# sorted by id (docs/benchmarks.md#bulk-loading-in-key-order). A unit is bounded so that
+# the driver's memory is; the first ones are smaller so that the database starts early.
 LOAD_UNIT_ROWS = 200_000
 FIRST_UNIT_ROWS = 25_000
 
