@@ -40,9 +40,11 @@ os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
 
 
 def pytest_configure(config) -> None:
-    """One folder for the temporary files of the whole run, removed at its end (xdist's
-    workers inherit it from the controller)."""
+    """One folder for the temporary files of the programs the run starts, removed at its
+    end (xdist's workers inherit it from the controller)."""
     if "PYTEST_XDIST_WORKER" not in os.environ:
+        # pytest's own tmp_path folders stay where they were, kept for a look after a failure.
+        os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
         config.stash[TEMPORARY_FILES] = Path(tempfile.mkdtemp(prefix="pipeline-tests-"))
         keep_temporary_files_in(config.stash[TEMPORARY_FILES])
 

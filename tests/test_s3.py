@@ -187,12 +187,11 @@ def test_s3_source_on_a_two_worker_cluster_is_checked_on_both(tmp_path, database
     assert set(tasks) == {"0", "1"}, tasks
 
 
-
 @pytest.mark.slow  # a job run and a rebuild under the S3 connector
 def test_a_rebuild_from_an_s3_archive_gives_back_the_first_load(tmp_path, database, s3,
                                                                  mysql_server):
     """Loaded with --clean-source archive to an S3 prefix, the tables dropped and made
-    again, then rebuilt from the archive (and the source for the newest batch's objects,
+    again, then rebuilt from the archive (and the bucket, for the newest batch's objects,
     which Spark had not archived yet): the same events, rejects and files under the same
     names, hostile ones included."""
     uploaded = upload_corpus(s3, SEED + 3, "r")
@@ -216,8 +215,9 @@ def test_a_rebuild_from_an_s3_archive_gives_back_the_first_load(tmp_path, databa
 
     recreate_tables(mysql_server, database)
     env = database.job_env(PYSPARK_SUBMIT_ARGS=s3.pyspark_submit_args())
+    # --from the whole bucket, the archive included: each file is loaded once all the same.
     rebuilt = subprocess.run([PYTHON, "-m", "pipeline.ops.rebuild", "--archive",
-                              s3.uri("archive"), "--from", s3.uri("in"), "--no-progress"],
+                              s3.uri("archive"), "--from", s3.uri(), "--no-progress"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert rebuilt.returncode == 0, rebuilt.stderr[-5000:]
     assert_each_row_once(database, uploaded)

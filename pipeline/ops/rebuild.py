@@ -116,7 +116,8 @@ def oldest_first(files: list[Replay]) -> list[Replay]:
 
     By modification time, as the stream lists them; but files of an archive that dated
     them by the copy come first, in the order they were archived: every one of them was
-    loaded before any file still in the source.
+    loaded before any file still in the source. S3 dates objects to the second: objects
+    archived within one second go in name order.
     """
     def order(r: Replay) -> tuple:
         return (not r.copied, r.file.modified_at, r.file.name)
@@ -128,7 +129,8 @@ def oldest_first(files: list[Replay]) -> list[Replay]:
 def batches_of(files: list[Replay], files_per_batch: int, max_bytes: int
                ) -> Iterator[list[SourceFile]]:
     """Consecutive groups of at most `files_per_batch` files and about `max_bytes` bytes
-    (a bigger file goes alone: the job streams it)."""
+    (a bigger file goes alone: a local one is streamed to the database as it is checked,
+    a remote one is checked in Spark tasks and gathered on the driver first)."""
     batch: list[SourceFile] = []
     size = 0
     for r in files:
@@ -173,8 +175,12 @@ def rebuild(archives: list[str], folders: list[str], files_per_batch: int,
     spark = build_spark_session(settings)
     sink = MySQLSink(spark, settings)
     try:
-        files = oldest_first([r for a in archives for r in _listed(spark, a, archive=True)]
-                             + [r for d in folders for r in _listed(spark, d, archive=False)])
+        archived = [r for a in archives for r in _listed(spark, a, archive=True)]
+        # A --from folder that holds the archive too (s3a://bucket) must not load its
+        # files a second time under their archive names.
+        in_archive = {r.file.uri for r in archived}
+        files = oldest_first(archived + [r for d in folders for r in _listed(spark, d, False)
+                                         if r.file.uri not in in_archive])
         sink.connect()
         sink.ensure_schema()
         done = loaded_keys(sink)

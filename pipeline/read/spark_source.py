@@ -3,12 +3,14 @@ them, cut and flagged exactly as the local reader (`pipeline.read.local`) does."
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from urllib.parse import unquote
 from urllib.parse import urlsplit
 
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame
 from pyspark.sql import SparkSession
@@ -20,6 +22,8 @@ from pipeline.contract import LINE_OK
 from pipeline.contract import LINE_TOO_LONG
 from pipeline.contract import SOURCE_GLOB
 from pipeline.errors import JobError
+
+log = logging.getLogger(__name__)
 
 # Hadoop's glob characters, escaped with a backslash to name a file literally.
 _GLOB_CHARACTERS = re.compile(r"([\\*?\[\]{}])")
@@ -126,13 +130,26 @@ def list_event_files(spark: SparkSession, folder: str, archive: bool) -> list[Li
     An archive of Spark's cleanSource holds each file under the archive's root + the path
     it had, in the same file system: with `archive`, each file's `first_uri` is that path.
     """
+    try:
+        return _list_under(spark, folder, archive)
+    except Py4JJavaError as e:
+        first = str(e.java_exception).strip().splitlines()[0]
+        raise JobError(f"cannot list {folder}: {first}. Check the URI, the credentials and"
+                       " the connector given in PYSPARK_SUBMIT_ARGS") from None
+
+
+def _list_under(spark: SparkSession, folder: str, archive: bool) -> list[ListedFile]:
     jvm = spark._jvm
     new_path = jvm.org.apache.hadoop.fs.Path
     root = new_path(folder)
     fs = root.getFileSystem(spark._jsc.hadoopConfiguration())
-    if not fs.exists(root) or not fs.getFileStatus(root).isDirectory():
-        raise JobError(f"{folder} is not a folder: give the URI of the job's --archive-dir"
-                       " or --source, with the connector's settings (PYSPARK_SUBMIT_ARGS)")
+    if not fs.exists(root):
+        # An object store has no folders: a prefix without objects is not there at all.
+        log.warning("%s holds no files", folder)
+        return []
+    if not fs.getFileStatus(root).isDirectory():
+        raise JobError(f"{folder} is a file, not a folder: give the URI of the job's"
+                       " --archive-dir or --source")
     root_path = fs.makeQualified(root).toUri().getPath().rstrip("/")
     found = []
     listing = fs.listFiles(root, True)
@@ -144,8 +161,9 @@ def list_event_files(spark: SparkSession, folder: str, archive: bool) -> list[Li
         uri = path.toUri()
         first = None
         if archive:
+            # cleanSource's layout: the archive's root, then the file's own path.
             first = new_path(uri.getScheme(), uri.getAuthority(),
-                                uri.getPath()[len(root_path):]).toUri().toString()
+                             uri.getPath().removeprefix(root_path)).toUri().toString()
         found.append(ListedFile(uri.toString(), status.getLen(), status.getModificationTime(),
                                 first))
     return found
