@@ -96,6 +96,14 @@ def _names_another_host(lowered: str) -> bool:
         "no name matching", "server identity verification failed"))
 
 
+# A connect that failed on the way, not for what the server said: worth another attempt.
+# MySQL Connector/J says "Communications link failure" for all of them and names the
+# reason (a reset, a refusal) in its causes; MariaDB's names it in its own message.
+_UNREACHABLE = ("connection refused", "could not connect", "timed out", "socket fail",
+                "unknownhost", "too many connections", "connection reset", "broken pipe",
+                "communications link failure", "unexpected end of stream")
+
+
 def explain_connect_failure(message: str, settings: Settings, causes: str = "") -> SinkError:
     """Turn a driver's connect error into advice (the driver never echoes the password);
     `causes` are the messages below it (cause_messages), read for the reason too."""
@@ -126,15 +134,15 @@ def explain_connect_failure(message: str, settings: Settings, causes: str = "") 
                          f"{m.ssl_mode} asks for it: turn TLS on at the server (ssl_cert,"
                          " ssl_key), or for a server on this machine set MYSQL_SSL_MODE="
                          "DISABLED")
-    if any(s in lowered for s in ("connection refused", "could not connect", "timed out",
-                                  "socket fail", "connect timed out", "unknownhost",
-                                  "too many connections")):
-        return DatabaseUnreachable(f"cannot reach the database at {where}: is it running and"
-                                   f" reachable? ({message.splitlines()[0]})")
     deepest = causes.splitlines()[-1] if causes.strip() else ""
     because = f" (the cause below it: {deepest})" if deepest and message not in deepest else ""
-    return SinkError(f"cannot connect to the database at {where}:"
-                     f" {message.splitlines()[0]}{because}")
+    first = message.splitlines()[0] if message.strip() else "no message"
+    if "handshake" in lowered:
+        return SinkError(f"TLS: the handshake with {where} failed: {first}{because}")
+    if any(s in lowered for s in _UNREACHABLE):
+        return DatabaseUnreachable(f"cannot reach the database at {where}: is it running and"
+                                   f" reachable? ({first}{because})")
+    return SinkError(f"cannot connect to the database at {where}: {first}{because}")
 
 
 def load_driver(spark: SparkSession, settings: Settings) -> tuple[object, DriverInfo]:
